@@ -1,0 +1,1 @@
+"""Alembic migrations of the catalog. Run with ``vigil db upgrade``."""

@@ -1,0 +1,1 @@
+"""Operations: the embedded stack, the `vigil` CLI and the `make run` supervisor."""

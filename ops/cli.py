@@ -1,0 +1,145 @@
+"""``vigil``: the one command-line entry point. Each bounded context adds its commands here."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vigil.errors import VigilError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Vigil: video recording, storage and verifiable evidence retrieval.")
+stack_app = typer.Typer(no_args_is_help=True, help="The embedded stack of real servers.")
+db_app = typer.Typer(no_args_is_help=True, help="The catalog database.")
+token_app = typer.Typer(no_args_is_help=True, help="API bearer tokens.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _settings():  # noqa: ANN202 - typed through load_settings
+    from vigil.settings import get_settings
+
+    return get_settings()
+
+
+# --- stack ---------------------------------------------------------------------------
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start PostgreSQL, the S3 server and Redis; wait until every one answers."""
+    from ops import stack
+
+    started = stack.up(_settings(), on_event=lambda m: err.print(f"  {m}"))
+    out.print(f"stack up ({', '.join(started) or 'nothing'} started)")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop exactly the servers `stack up` started (by pid and start time)."""
+    from ops import stack
+
+    stopped = stack.down(_settings(), on_event=lambda m: err.print(f"  {m}"))
+    out.print(f"stack down ({', '.join(stopped) or 'nothing was running'})")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Which servers run, and whether each answers. Exit 1 unless all answer."""
+    from ops import stack
+
+    table = Table("server", "pid", "running", "answering", "log")
+    states = stack.status(_settings())
+    for s in states:
+        table.add_row(s.name, str(s.pid or "-"), "yes" if s.running else "no",
+                      "yes" if s.answering else "no", str(s.log))
+    out.print(table)
+    if not all(s.answering for s in states):
+        raise typer.Exit(1)
+
+
+# --- database ------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply the catalog migrations (alembic upgrade)."""
+    from vigil import migrate
+
+    migrate.upgrade(revision=revision)
+    out.print(f"database at {revision}")
+
+
+# --- tokens --------------------------------------------------------------------------
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option(help="admin, investigator, auditor or recorder")],
+    name: Annotated[str, typer.Option(help="the principal (person or service) it is for")],
+    label: Annotated[str, typer.Option(help="what this token is for")] = "cli",
+) -> None:
+    """Create a bearer token (and its principal if new). The token is shown once."""
+    from vigil.auth import service as auth_service
+    from vigil.db import session_scope
+
+    with session_scope() as session:
+        issued = auth_service.issue_token(session=session, principal_name=name,
+                                          role=role, label=label, actor="cli")
+    err.print(f"token for {name} ({role}); store it now, it is not kept:")
+    print(issued.token)
+
+
+# --- servers -------------------------------------------------------------------------
+
+
+@app.command("api")
+def api(
+    host: Annotated[str | None, typer.Option(help="bind address (default VIGIL_API_HOST)")]
+    = None,
+    port: Annotated[int | None, typer.Option(help="port (default VIGIL_API_PORT)")] = None,
+) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    settings = _settings()
+    uvicorn.run("retrieval.app:create_app", factory=True,
+                host=host or settings.api_host, port=port or settings.api_port,
+                log_level="info", access_log=True, proxy_headers=False,
+                server_header=False)
+
+
+@app.command("worker")
+def worker(
+    concurrency: Annotated[int, typer.Option(help="worker processes")] = 2,
+) -> None:
+    """Run a Celery worker (with the beat scheduler embedded)."""
+    from vigil.tasks import celery_app
+
+    celery_app.worker_main(["worker", "--loglevel=INFO", f"--concurrency={concurrency}",
+                            "--beat", "--without-gossip", "--without-mingle",
+                            f"--schedule={_settings().home_dir / 'celerybeat-schedule'}"])
+
+
+@app.command("run")
+def run() -> None:
+    """Everything for a demo: stack, migrations, API, worker; Ctrl-C stops it all."""
+    from ops import supervisor
+
+    raise typer.Exit(supervisor.run(_settings(), out=out, err=err))
+
+
+def main() -> None:
+    try:
+        app()
+    except VigilError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)

@@ -1,0 +1,1 @@
+"""The catalog: models (``models``) and the time-index queries (``queries``)."""

@@ -1,0 +1,164 @@
+"""The object store, behind a Protocol; the S3 implementation is chosen by config.
+
+Every key is prefixed with ``settings.s3_prefix`` (tests give each test its own), and
+every write is verified: ``put`` reads back the stored size and the content hash
+before it returns, so that a caller can commit a catalog row that names the object
+(storage invariant 1, docs/design/storage.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final, Protocol
+from urllib.parse import urlsplit
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from vigil.errors import IntegrityError, NotFound, StorageError
+from vigil.settings import Settings
+
+# User metadata key holding the SHA-256 of an object's bytes, set on every put.
+SHA256_META: Final = "x-amz-meta-vigil-sha256"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size_bytes: int
+    sha256_hex: str | None
+    version_id: str | None
+
+
+class ObjectStore(Protocol):
+    def put(self, key: str, data: bytes) -> StoredObject: ...
+    def get(self, key: str) -> bytes: ...
+    def stat(self, key: str) -> StoredObject: ...
+    def delete(self, key: str) -> None: ...
+    def list(self, prefix: str = "") -> Iterator[str]: ...
+
+
+def make_minio_client(settings: Settings, *, timeout_s: float = 30.0) -> Minio:
+    endpoint, access_key, secret_key = settings.s3_credentials()
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise StorageError("VIGIL_S3_ENDPOINT must be an http:// or https:// URL")
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
+        retries=urllib3.Retry(total=0),
+        maxsize=16,
+    )
+    return Minio(parts.netloc, access_key=access_key, secret_key=secret_key,
+                 secure=parts.scheme == "https", region=settings.s3_region, http_client=http)
+
+
+def ensure_bucket(settings: Settings) -> None:
+    """Create the bucket, with S3 Object Lock enabled, if it does not exist yet.
+
+    Object lock can only be switched on when a bucket is created, and evidence holds
+    rely on it where the server supports it (docs/design/storage.md).
+    """
+    client = make_minio_client(settings)
+    try:
+        if not client.bucket_exists(settings.s3_bucket):
+            client.make_bucket(settings.s3_bucket, object_lock=True)
+    except S3Error as exc:
+        raise StorageError(f"cannot create bucket {settings.s3_bucket!r}: {exc.code}") from exc
+
+
+class S3ObjectStore:
+    """ObjectStore on any S3-compatible server (SeaweedFS, MinIO, Ceph RGW, AWS)."""
+
+    def __init__(self, client: Minio, bucket: str, prefix: str = "") -> None:
+        self._client = client
+        self._bucket = bucket
+        self._prefix = prefix
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, prefix: str | None = None) -> S3ObjectStore:
+        return cls(make_minio_client(settings), settings.s3_bucket,
+                   settings.s3_prefix if prefix is None else prefix)
+
+    def _full(self, key: str) -> str:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise StorageError(f"invalid object key {key!r}")
+        return self._prefix + key
+
+    def put(self, key: str, data: bytes) -> StoredObject:
+        digest = hashlib.sha256(data).hexdigest()
+        full = self._full(key)
+        try:
+            self._client.put_object(self._bucket, full, io.BytesIO(data), len(data),
+                                    metadata={SHA256_META: digest})
+        except S3Error as exc:
+            raise StorageError(f"storing {key} failed: {exc.code}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise StorageError(f"storing {key} failed: object store unreachable") from exc
+        stored = self.stat(key)
+        if stored.size_bytes != len(data) or stored.sha256_hex != digest:
+            raise IntegrityError(
+                f"{key}: the store holds {stored.size_bytes} bytes with hash "
+                f"{stored.sha256_hex}, not the {len(data)} bytes with hash {digest} written")
+        return stored
+
+    def get(self, key: str) -> bytes:
+        full = self._full(key)
+        try:
+            response = self._client.get_object(self._bucket, full)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject"):
+                raise NotFound(f"object {key} does not exist") from exc
+            raise StorageError(f"reading {key} failed: {exc.code}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise StorageError(f"reading {key} failed: object store unreachable") from exc
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    def stat(self, key: str) -> StoredObject:
+        full = self._full(key)
+        try:
+            info = self._client.stat_object(self._bucket, full)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+                raise NotFound(f"object {key} does not exist") from exc
+            raise StorageError(f"inspecting {key} failed: {exc.code}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise StorageError(f"inspecting {key} failed: object store unreachable") from exc
+        meta = {k.lower(): v for k, v in (info.metadata or {}).items()}
+        return StoredObject(key=key, size_bytes=int(info.size or 0),
+                            sha256_hex=meta.get(SHA256_META), version_id=info.version_id)
+
+    def delete(self, key: str) -> None:
+        """Delete every version of ``key``: on a versioned (object-lock) bucket a
+        plain delete only hides the bytes behind a delete marker."""
+        full = self._full(key)
+        try:
+            versions = [o.version_id for o in self._client.list_objects(
+                self._bucket, prefix=full, include_version=True) if o.object_name == full]
+            for version_id in versions or [None]:
+                self._client.remove_object(self._bucket, full, version_id=version_id)
+        except S3Error as exc:
+            raise StorageError(f"deleting {key} failed: {exc.code}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise StorageError(f"deleting {key} failed: object store unreachable") from exc
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        try:
+            for obj in self._client.list_objects(self._bucket, prefix=self._prefix + prefix,
+                                                 recursive=True):
+                assert obj.object_name is not None
+                yield obj.object_name[len(self._prefix):]
+        except S3Error as exc:
+            raise StorageError(f"listing {prefix!r} failed: {exc.code}") from exc
+
+
+def get_object_store(settings: Settings) -> ObjectStore:
+    """The configured store. S3 is the only backend today; the Protocol is the seam."""
+    return S3ObjectStore.from_settings(settings)
