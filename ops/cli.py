@@ -122,9 +122,9 @@ def worker(
     concurrency: Annotated[int, typer.Option(help="worker processes")] = 2,
 ) -> None:
     """Run a Celery worker (with the beat scheduler embedded)."""
-    from vigil.tasks import celery_app
+    from vigil.tasks import configure
 
-    celery_app.worker_main(["worker", "--loglevel=INFO", f"--concurrency={concurrency}",
+    configure(_settings()).worker_main(["worker", "--loglevel=INFO", f"--concurrency={concurrency}",
                             "--beat", "--without-gossip", "--without-mingle",
                             f"--schedule={_settings().home_dir / 'celerybeat-schedule'}"])
 
@@ -134,7 +134,7 @@ def run() -> None:
     """Everything for a demo: stack, migrations, API, worker; Ctrl-C stops it all."""
     from ops import supervisor
 
-    raise typer.Exit(supervisor.run(_settings(), out=out, err=err))
+    raise typer.Exit(supervisor.run(_settings(), err=err))
 
 
 def main() -> None:

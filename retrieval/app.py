@@ -1,0 +1,91 @@
+"""The FastAPI application: routers of every context, one error handler, headers.
+
+Routes are plain ``def`` functions: the blocking database and storage SDKs run in
+Starlette's thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import vigil
+from recorder.api import router as recorder_router
+from retrieval.api import router as retrieval_router
+from retrieval.schemas import Health
+from vigil.db import get_engine
+from vigil.errors import Unauthenticated, VigilError
+
+log = logging.getLogger("vigil.api")
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden",
+               404: "not_found", 405: "method_not_allowed", 413: "too_large",
+               422: "invalid_input", 429: "rate_limited"}
+
+
+def _error(status: int, code: str, message: str,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status,
+                        headers=headers)
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="Vigil", version=vigil.__version__,
+                  # The schema is served only to authenticated clients (retrieval.api).
+                  openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.exception_handler(VigilError)
+    def vigil_error(_request: Request, exc: VigilError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
+        if exc.http_status >= 500:
+            log.error("request failed: %s: %s", exc.code, exc)
+        return _error(exc.http_status, exc.code, str(exc), headers)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Name the fields, never echo the submitted values.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+            for e in exc.errors())
+        return _error(422, "invalid_input", problems or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"),
+                      str(exc.detail), getattr(exc, "headers", None))
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    def healthz() -> JSONResponse:
+        """Unauthenticated; says only whether the service is up (and reaches its
+        database), nothing about versions, configuration or data."""
+        try:
+            with get_engine().connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return JSONResponse({"status": "down"}, status_code=503)
+        return JSONResponse({"status": "up"})
+
+    app.include_router(recorder_router)
+    app.include_router(retrieval_router)
+    return app

@@ -1,0 +1,58 @@
+"""Helpers shared by the tests: free loopback ports and stack environments."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import sys
+from pathlib import Path
+
+from vigil.settings import StackSettings
+
+# The CLI, run as a child process with this interpreter.
+VIGIL = [sys.executable, "-m", "ops"]
+
+STACK_PORT_FIELDS = [name for name in StackSettings.model_fields if name.endswith("_port")]
+
+
+def _free(port: int, taken: set[int]) -> bool:
+    if port in taken:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int, *, taken: set[int] | None = None) -> list[int]:
+    """``count`` distinct free loopback ports below the ephemeral range, so that no
+    outgoing connection grabs one between this check and the server's bind."""
+    taken = set(taken or ())
+    ports: list[int] = []
+    rng = random.Random()
+    while len(ports) < count:
+        port = rng.randrange(20000, 30000)
+        if _free(port, taken):
+            ports.append(port)
+            taken.add(port)
+    return ports
+
+
+def stack_env(home: Path) -> dict[str, str]:
+    """VIGIL_* variables for a stack of its own under ``home`` on free ports."""
+    ports = free_ports(len(STACK_PORT_FIELDS) + 1)
+    env = {"VIGIL_HOME": str(home), "VIGIL_PROFILE": "embedded",
+           "VIGIL_API_HOST": "127.0.0.1", "VIGIL_API_PORT": str(ports.pop())}
+    for name, port in zip(STACK_PORT_FIELDS, ports, strict=True):
+        env[f"VIGIL_STACK_{name.upper()}"] = str(port)
+    return env
+
+
+def environ_with(env: dict[str, str]) -> dict[str, str]:
+    """The current environment with ``env`` applied and other VIGIL_* removed."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    base.update(env)
+    return base

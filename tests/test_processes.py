@@ -1,0 +1,86 @@
+"""The worker and `vigil run` as real processes on real servers."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.support import VIGIL
+from vigil.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_worker_runs_a_task_through_broker_and_database(settings: Settings, engine) -> None:
+    import os
+
+    from vigil.tasks import configure, ping
+
+    worker = subprocess.Popen([*VIGIL, "worker", "--concurrency", "1"], env=dict(os.environ),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        configure(settings)
+        result = ping.delay().get(timeout=90)
+        assert set(result) == {"worker", "db_time"}
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str, timeout_s: float) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        lines.append(line.rstrip("\n"))
+        if line.startswith(marker):
+            return lines
+    raise AssertionError(f"no {marker!r} within {timeout_s} s; output: {lines}")
+
+
+def test_run_serves_the_api_and_ctrl_c_stops_everything(own_stack: dict[str, str]) -> None:
+    """What `make run` does, end to end, on a stack of its own."""
+    home = Path(own_stack["VIGIL_HOME"])
+    family: list[int] = []
+    servers: list[int] = []
+    started_at = time.monotonic()
+    run = subprocess.Popen([*VIGIL, "run"], env=own_stack, stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+    try:
+        lines = _read_until(run, "Admin token:", timeout_s=120)
+        up_after_s = time.monotonic() - started_at
+        url = next(line.split()[-1] for line in lines if line.startswith("Vigil API:"))
+        token = lines[-1].split()[-1]
+        assert url == f"http://127.0.0.1:{own_stack['VIGIL_API_PORT']}"
+        assert up_after_s < 60
+
+        authed = httpx.get(f"{url}/api/v1/cameras", timeout=10,
+                           headers={"Authorization": f"Bearer {token}"})
+        assert authed.status_code == 200
+        assert authed.json() == []
+        assert httpx.get(f"{url}/api/v1/cameras", timeout=10).status_code == 401
+
+        family = [p.pid for p in psutil.Process(run.pid).children(recursive=True)]
+        servers = [json.loads(p.read_text())["pid"] for p in (home / "stack").glob("*.pid")]
+        assert len(servers) == 3
+    finally:
+        run.send_signal(signal.SIGINT)
+        status = run.wait(timeout=120)
+    assert status == 0
+    time.sleep(0.5)
+    leftovers = [pid for pid in family + servers
+                 if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    assert leftovers == [], f"processes left behind: {leftovers}"
+    assert list((home / "stack").glob("*.pid")) == []

@@ -1,0 +1,1 @@
+"""Principals, roles and bearer tokens (``service``), and the API's guards (``api``)."""

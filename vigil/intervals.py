@@ -1,0 +1,65 @@
+"""Half-open interval arithmetic over UTC datetimes: pure functions, no I/O.
+
+Every interval is ``[start, end)``: it contains ``start`` and not ``end``; two
+intervals that touch (``a.end == b.start``) do not overlap but are contiguous.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from vigil.errors import InvalidInput
+
+
+@dataclass(frozen=True, order=True)
+class Span:
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise InvalidInput("interval bounds must be timezone-aware (UTC)")
+        if not self.end > self.start:
+            raise InvalidInput(f"empty interval [{self.start.isoformat()}, "
+                               f"{self.end.isoformat()}): the end must be after the start")
+
+    @property
+    def duration(self) -> timedelta:
+        return self.end - self.start
+
+    def overlaps(self, other: Span) -> bool:
+        return self.start < other.end and other.start < self.end
+
+    def clip(self, window: Span) -> Span | None:
+        start, end = max(self.start, window.start), min(self.end, window.end)
+        return Span(start, end) if end > start else None
+
+
+def merge(spans: Iterable[Span], *, tolerance: timedelta = timedelta(0)) -> list[Span]:
+    """Union of ``spans``: sorted, with spans that overlap, touch, or lie within
+    ``tolerance`` of each other joined into one."""
+    out: list[Span] = []
+    for span in sorted(spans):
+        if out and span.start <= out[-1].end + tolerance:
+            if span.end > out[-1].end:
+                out[-1] = Span(out[-1].start, span.end)
+        else:
+            out.append(span)
+    return out
+
+
+def gaps(covered: Iterable[Span], window: Span) -> list[Span]:
+    """The parts of ``window`` that ``covered`` leaves out, in order."""
+    out: list[Span] = []
+    cursor = window.start
+    for span in merge(covered):
+        if span.end <= window.start or span.start >= window.end:
+            continue
+        if span.start > cursor:
+            out.append(Span(cursor, span.start))
+        cursor = max(cursor, span.end)
+    if cursor < window.end:
+        out.append(Span(cursor, window.end))
+    return out
