@@ -37,7 +37,7 @@ def test_events_link_into_one_chain(session: Session) -> None:
 @dataclasses.dataclass
 class Fake:
     id: int
-    at: object
+    occurred_at: object
     actor: str
     action: str
     target_type: str | None

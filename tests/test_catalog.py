@@ -123,3 +123,23 @@ def test_overlap_query_is_a_bounded_index_range_scan(session: Session) -> None:
     assert "ix_chunks_camera_id_start_at" in plan
     index_cond = next(line for line in plan.splitlines() if "Index Cond" in line)
     assert "start_at >" in index_cond and "start_at <" in index_cond
+
+
+def test_an_object_key_names_one_chunk_only(session: Session) -> None:
+    cam, key = factories.camera(session), factories.kek(session)
+    factories.chunk(session, cam=cam, key=key, seq=0, start_at=T0, object_key="chunks/x")
+    with pytest.raises(IntegrityError, match="uq_chunks_object_key"), session.begin_nested():
+        factories.chunk(session, cam=cam, key=key, seq=1, start_at=at(60), object_key="chunks/x")
+
+
+def test_a_destroyed_data_key_has_no_key_material(session: Session) -> None:
+    from vigil.catalog.models import DataKey
+
+    key = factories.kek(session)
+    for wrapped, destroyed_at in ((None, None), (b"k" * 40, T0)):
+        with pytest.raises(IntegrityError, match="ck_data_keys_destroyed_iff_no_key"), \
+                session.begin_nested():
+            session.add(DataKey(kek_id=key.id, wrapped=wrapped, destroyed_at=destroyed_at))
+            session.flush()
+    session.add(DataKey(kek_id=key.id, wrapped=None, destroyed_at=T0))
+    session.flush()

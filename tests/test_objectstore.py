@@ -57,3 +57,27 @@ def test_wrong_credentials_are_refused_without_echoing_them(settings: Settings) 
         bad.put("x", b"x")
     assert "Wr0ng-Secret-Value" not in str(info.value)
     assert "SignatureDoesNotMatch" in str(info.value) or "AccessDenied" in str(info.value)
+
+
+def test_deleting_twice_leaves_nothing_behind(store: S3ObjectStore, settings: Settings) -> None:
+    store.put("twice", b"x")
+    store.delete("twice")
+    store.delete("twice")  # idempotent: no delete marker is created for a gone key
+    client = make_minio_client(settings)
+    assert list(client.list_objects(settings.s3_bucket, prefix=store._full("twice"),
+                                    include_version=True)) == []
+
+
+def test_an_unreachable_store_is_a_storage_error(settings: Settings) -> None:
+    from tests.support import free_ports
+
+    (port,) = free_ports(1)
+    gone = settings.model_copy(update={
+        "s3_endpoint": f"http://127.0.0.1:{port}",
+        "s3_access_key": settings.embedded_secrets().s3_access_key,
+        "s3_secret_key": settings.embedded_secrets().s3_secret_key})
+    store = S3ObjectStore(make_minio_client(gone, timeout_s=2), settings.s3_bucket, "t/")
+    for operation in (lambda: store.put("k", b"x"), lambda: store.get("k"),
+                      lambda: list(store.list())):
+        with pytest.raises(StorageError, match="unreachable"):
+            operation()

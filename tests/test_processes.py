@@ -56,8 +56,9 @@ def test_run_serves_the_api_and_ctrl_c_stops_everything(own_stack: dict[str, str
     family: list[int] = []
     servers: list[int] = []
     started_at = time.monotonic()
+    stderr_path = home.parent / "run-stderr.log"
     run = subprocess.Popen([*VIGIL, "run"], env=own_stack, stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, text=True)
+                           stderr=stderr_path.open("w"), text=True)
     try:
         lines = _read_until(run, "Admin token:", timeout_s=120)
         up_after_s = time.monotonic() - started_at
@@ -77,10 +78,23 @@ def test_run_serves_the_api_and_ctrl_c_stops_everything(own_stack: dict[str, str
         assert len(servers) == 3
     finally:
         run.send_signal(signal.SIGINT)
-        status = run.wait(timeout=120)
-    assert status == 0
+        rest, _ = run.communicate(timeout=120)
+    assert run.returncode == 0
+    output = [*lines, *rest.splitlines()]
     time.sleep(0.5)
     leftovers = [pid for pid in family + servers
                  if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     assert leftovers == [], f"processes left behind: {leftovers}"
     assert list((home / "stack").glob("*.pid")) == []
+
+    # Nothing secret in any log: not the servers' credentials, not the token.
+    secrets = json.loads((home / "stack" / "secrets.json").read_text())
+    logs = {p.name: p.read_text(errors="replace")
+            for p in [stderr_path, *(home / "log").glob("*")]}
+    # The token is printed for the operator on two lines; nowhere else.
+    logs["stdout"] = "\n".join(line for line in output
+                               if not line.startswith(("Admin token:", "Try:")))
+    assert "GET /api/v1/cameras" in logs["stdout"]  # the API did log its requests
+    for path, text in logs.items():
+        for name, secret in [*secrets.items(), ("admin token", token)]:
+            assert secret not in text, f"{name} appears in {path}"

@@ -37,12 +37,12 @@ def canonical(value: Any) -> bytes:
                       default=str).encode()
 
 
-def event_digest(*, prev_hash: bytes, at: datetime, actor: str, action: str,
+def event_digest(*, prev_hash: bytes, occurred_at: datetime, actor: str, action: str,
                  target_type: str | None, target_id: str | None,
                  detail: dict[str, Any]) -> bytes:
-    body = canonical({"at": at.astimezone(UTC).isoformat(timespec="microseconds"),
-                      "actor": actor, "action": action, "target_type": target_type,
-                      "target_id": target_id, "detail": detail})
+    when = occurred_at.astimezone(UTC).isoformat(timespec="microseconds")
+    body = canonical({"occurred_at": when, "actor": actor, "action": action,
+                      "target_type": target_type, "target_id": target_id, "detail": detail})
     return hashlib.sha256(prev_hash + body).digest()
 
 
@@ -56,13 +56,12 @@ def record(*, session: Session, actor: str, action: str, principal_id: int | Non
         select(AuditEvent.event_hash).order_by(AuditEvent.id.desc()).limit(1)).first()
     prev_hash = head if head is not None else GENESIS
     # Microsecond precision, as timestamptz stores it, so the hash re-computes.
-    at = datetime.now(UTC)
-    event = AuditEvent(at=at, principal_id=principal_id, actor=actor, action=action,
-                       target_type=target_type, target_id=target_id, detail=detail,
-                       prev_hash=prev_hash,
-                       event_hash=event_digest(prev_hash=prev_hash, at=at, actor=actor,
-                                               action=action, target_type=target_type,
-                                               target_id=target_id, detail=detail))
+    occurred_at = datetime.now(UTC)
+    fields: dict[str, Any] = {"occurred_at": occurred_at, "actor": actor, "action": action,
+                              "target_type": target_type, "target_id": target_id,
+                              "detail": detail}
+    event = AuditEvent(principal_id=principal_id, prev_hash=prev_hash,
+                       event_hash=event_digest(prev_hash=prev_hash, **fields), **fields)
     session.add(event)
     session.flush()
     return event
@@ -79,7 +78,8 @@ def verify_chain(events: Iterable[AuditEvent], *, prev_hash: bytes = GENESIS) ->
         if event.prev_hash != prev_hash:
             raise AuditChainBroken(f"audit event {event.id}: does not link to the event "
                                    "before it (an event was removed, inserted or reordered)")
-        expected = event_digest(prev_hash=event.prev_hash, at=event.at, actor=event.actor,
+        expected = event_digest(prev_hash=event.prev_hash, occurred_at=event.occurred_at,
+                                actor=event.actor,
                                 action=event.action, target_type=event.target_type,
                                 target_id=event.target_id, detail=event.detail)
         if event.event_hash != expected:

@@ -1,9 +1,9 @@
 """The object store, behind a Protocol; the S3 implementation is chosen by config.
 
 Every key is prefixed with ``settings.s3_prefix`` (tests give each test its own), and
-every write is verified: ``put`` reads back the stored size and the content hash
-before it returns, so that a caller can commit a catalog row that names the object
-(storage invariant 1, docs/design/storage.md).
+every write is verified: ``put`` reads the stored object back and compares its size
+and SHA-256 with what it wrote before it returns, so that a caller can commit a
+catalog row that names the object (docs/design/storage.md).
 """
 
 from __future__ import annotations
@@ -99,10 +99,11 @@ class S3ObjectStore:
         except urllib3.exceptions.HTTPError as exc:
             raise StorageError(f"storing {key} failed: object store unreachable") from exc
         stored = self.stat(key)
-        if stored.size_bytes != len(data) or stored.sha256_hex != digest:
+        readback = hashlib.sha256(self.get(key)).hexdigest()
+        if stored.size_bytes != len(data) or readback != digest:
             raise IntegrityError(
                 f"{key}: the store holds {stored.size_bytes} bytes with hash "
-                f"{stored.sha256_hex}, not the {len(data)} bytes with hash {digest} written")
+                f"{readback}, not the {len(data)} bytes with hash {digest} written")
         return stored
 
     def get(self, key: str) -> bytes:
@@ -142,7 +143,8 @@ class S3ObjectStore:
         try:
             versions = [o.version_id for o in self._client.list_objects(
                 self._bucket, prefix=full, include_version=True) if o.object_name == full]
-            for version_id in versions or [None]:
+            # No versions: already gone. A plain DELETE would add a delete marker.
+            for version_id in versions:
                 self._client.remove_object(self._bucket, full, version_id=version_id)
         except S3Error as exc:
             raise StorageError(f"deleting {key} failed: {exc.code}") from exc
@@ -157,6 +159,8 @@ class S3ObjectStore:
                 yield obj.object_name[len(self._prefix):]
         except S3Error as exc:
             raise StorageError(f"listing {prefix!r} failed: {exc.code}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise StorageError(f"listing {prefix!r} failed: object store unreachable") from exc
 
 
 def get_object_store(settings: Settings) -> ObjectStore:

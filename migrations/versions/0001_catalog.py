@@ -110,7 +110,7 @@ def upgrade() -> None:
     op.create_index(op.f('ix_api_tokens_principal_id'), 'api_tokens', ['principal_id'], unique=False)
     op.create_table('audit_events',
     sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
-    sa.Column('at', postgresql.TIMESTAMP(timezone=True), nullable=False),
+    sa.Column('occurred_at', postgresql.TIMESTAMP(timezone=True), nullable=False),
     sa.Column('principal_id', sa.BigInteger(), nullable=True),
     sa.Column('actor', sa.Text(), nullable=False),
     sa.Column('action', sa.Text(), nullable=False),
@@ -125,7 +125,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_events')),
     sa.UniqueConstraint('event_hash', name=op.f('uq_audit_events_event_hash'))
     )
-    op.create_index('ix_audit_events_at', 'audit_events', ['at'], unique=False)
+    op.create_index('ix_audit_events_occurred_at', 'audit_events', ['occurred_at'], unique=False)
     op.create_table('cases',
     sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
     sa.Column('reference', sa.Text(), nullable=False),
@@ -305,7 +305,7 @@ def downgrade() -> None:
     op.drop_index('ix_chunks_camera_id_start_at', table_name='chunks', postgresql_include=['end_at'])
     op.drop_table('chunks')
     op.drop_table('cases')
-    op.drop_index('ix_audit_events_at', table_name='audit_events')
+    op.drop_index('ix_audit_events_occurred_at', table_name='audit_events')
     op.drop_table('audit_events')
     op.drop_index(op.f('ix_api_tokens_principal_id'), table_name='api_tokens')
     op.drop_table('api_tokens')

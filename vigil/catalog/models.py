@@ -461,13 +461,13 @@ class AuditEvent(Base):
 
     __tablename__ = "audit_events"
     __table_args__ = (
-        Index("ix_audit_events_at", "at"),
+        Index("ix_audit_events_occurred_at", "occurred_at"),
         _sha256_check("prev_hash"),
         _sha256_check("event_hash"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    at: Mapped[datetime]
+    occurred_at: Mapped[datetime]
     principal_id: Mapped[int | None] = mapped_column(
         ForeignKey("principals.id", ondelete="RESTRICT"))
     actor: Mapped[str]  # the principal's name at the time, or "system"

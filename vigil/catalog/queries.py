@@ -68,7 +68,7 @@ def recorded_ranges(session: Session, *, camera_id: int, window: Span,
                     tolerance: timedelta = timedelta(0)) -> list[Span]:
     """Where one camera has footage within ``window``: merged, clipped to the window.
 
-    ``tolerance`` joins ranges separated by less than it (0: only touching chunks).
+    ``tolerance`` joins ranges separated by at most it (0: only touching chunks).
     The gaps are ``vigil.intervals.gaps(recorded_ranges(...), window)``.
     """
     rows = session.execute(_TIMELINE_SQL, {
