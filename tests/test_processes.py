@@ -98,3 +98,33 @@ def test_run_serves_the_api_and_ctrl_c_stops_everything(own_stack: dict[str, str
     for path, text in logs.items():
         for name, secret in [*secrets.items(), ("admin token", token)]:
             assert secret not in text, f"{name} appears in {path}"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run([*VIGIL, *args], env=dict(os.environ), capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_migrates_and_issues_tokens(settings: Settings, engine) -> None:
+    from vigil.auth import service as auth_service
+    from vigil.db import session_scope
+
+    upgrade = _cli("db", "upgrade")
+    assert upgrade.returncode == 0, upgrade.stderr
+    created = _cli("token", "create", "--role", "auditor", "--name", "cli-auditor")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert token.startswith("vgl_")
+    with session_scope() as session:
+        principal = auth_service.authenticate(session=session, token=token)
+        assert (principal.name, principal.role) == ("cli-auditor", "auditor")
+
+    wrong = _cli("token", "create", "--role", "root", "--name", "x")
+    assert wrong.returncode == 2
+    assert "unknown role 'root'" in wrong.stderr
+
+
+def test_status_exit_code_follows_the_servers(settings: Settings) -> None:
+    assert _cli("stack", "status").returncode == 0

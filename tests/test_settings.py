@@ -87,3 +87,13 @@ def test_secrets_do_not_appear_in_the_settings_repr(production_env: pytest.Monke
     for secret in ("Kq3-vw9.Zr4-xT7", "Mb8-Lq2.Wz6-pR3", "wJalrXUtnFEMI-K7MDENG-bPxRfiCY",
                    "AKIAEXAMPLE12345"):
         assert secret not in text
+
+
+@pytest.mark.parametrize(("broker", "backend"), [
+    ("redis://:pw@127.0.0.1:6379/0", "redis://:pw@127.0.0.1:6379/1"),
+    ("amqp://vigil:pw@mq.internal//", "rpc://"),
+])
+def test_task_results_follow_the_broker(broker: str, backend: str) -> None:
+    from vigil.tasks import _result_backend
+
+    assert _result_backend(broker) == backend

@@ -39,9 +39,7 @@ def configure(settings: Settings | None = None) -> Celery:
     broker = settings.celery_broker_url()
     celery_app.conf.update(
         broker_url=broker,
-        # Results in the same Redis, another database; kept one day.
-        result_backend=broker[:-2] + "/1" if broker.startswith("redis") and
-        broker.endswith("/0") else broker,
+        result_backend=_result_backend(broker),
         result_expires=86400,
         task_serializer="json", result_serializer="json", accept_content=["json"],
         task_acks_late=True,
@@ -58,6 +56,16 @@ def configure(settings: Settings | None = None) -> Celery:
         enable_utc=True,
     )
     return celery_app
+
+
+def _result_backend(broker: str) -> str:
+    """Results in the broker's Redis (database 1), or over AMQP replies for RabbitMQ.
+
+    Results are conveniences (progress lives in the catalog), kept one day."""
+    if broker.startswith(("redis://", "rediss://")):
+        base, _, db = broker.rpartition("/")
+        return f"{base}/1" if db.isdigit() else broker
+    return "rpc://"
 
 
 class VigilTask(Task):
