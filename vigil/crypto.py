@@ -1,0 +1,142 @@
+"""Sealing chunks: AES-256-GCM under a fresh data key, bound to the chunk's slot.
+
+A sealed chunk object is::
+
+    b"VGLC"  | u8 format version (1) | u32 big-endian header length | header | ct+tag
+
+The header is canonical JSON (``camera_id``, ``seq``, ``start_us``, ``sha256`` of the
+plaintext, ``nonce``), readable without keys so that a scrub or a recovery can tell
+what an object claims to be. It is *not* trusted: to open a chunk the caller states
+the slot the catalog says it fills, and the associated data is that slot followed by
+the header's exact bytes. A chunk copied into another camera's or another time's
+slot, or whose header was edited, therefore fails authentication, as does any
+changed byte anywhere in the object.
+
+Data keys are wrapped with RFC 3394 AES key wrap under a key-encryption key
+(``vigil/keys.py``); the wrapped key lives only in the catalog, never in the object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from vigil.errors import IntegrityError
+
+MAGIC: Final = b"VGLC"
+FORMAT_VERSION: Final = 1
+DATA_KEY_BYTES: Final = 32  # AES-256
+NONCE_BYTES: Final = 12  # GCM's standard nonce; a fresh key per chunk makes reuse moot
+# A header is a few hundred bytes; anything larger is not ours.
+MAX_HEADER_BYTES: Final = 4096
+_PREFIX = struct.Struct(">4sBI")
+_AAD_DOMAIN: Final = b"vigil-chunk-v1\x00"
+
+
+class ChunkFormatError(IntegrityError):
+    """The object is not a sealed Vigil chunk (bad magic, version or header)."""
+
+    code = "chunk_format_error"
+
+
+class ChunkTampered(IntegrityError):
+    """Authentication failed: the object was altered, truncated, or is in the wrong slot."""
+
+    code = "chunk_tampered"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where a chunk belongs: what the associated data binds it to."""
+
+    camera_id: int
+    seq: int
+    start_us: int  # wall-clock start, microseconds since the Unix epoch, UTC
+    sha256: bytes  # of the plaintext
+
+    def aad(self) -> bytes:
+        return _AAD_DOMAIN + _canonical({"camera_id": self.camera_id, "seq": self.seq,
+                                         "start_us": self.start_us,
+                                         "sha256": self.sha256.hex()})
+
+    def describe(self) -> str:
+        return f"camera {self.camera_id} seq {self.seq}"
+
+
+@dataclass(frozen=True)
+class Sealed:
+    blob: bytes  # the object's bytes
+    data_key: bytes  # plaintext data key: wrap it, store it wrapped, then forget it
+    slot: Slot
+
+
+def _canonical(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def seal(plaintext: bytes, *, camera_id: int, seq: int, start_us: int) -> Sealed:
+    """Encrypt one chunk under a fresh random data key."""
+    slot = Slot(camera_id=camera_id, seq=seq, start_us=start_us,
+                sha256=hashlib.sha256(plaintext).digest())
+    data_key = AESGCM.generate_key(bit_length=DATA_KEY_BYTES * 8)
+    nonce = os.urandom(NONCE_BYTES)
+    header = _canonical({"camera_id": camera_id, "seq": seq, "start_us": start_us,
+                         "sha256": slot.sha256.hex(), "nonce": nonce.hex()})
+    ciphertext = AESGCM(data_key).encrypt(nonce, plaintext, slot.aad() + header)
+    blob = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header + ciphertext
+    return Sealed(blob=blob, data_key=data_key, slot=slot)
+
+
+def read_header(blob: bytes) -> dict[str, object]:
+    """The header an object claims (untrusted). Raises ChunkFormatError."""
+    if len(blob) < _PREFIX.size:
+        raise ChunkFormatError(f"object of {len(blob)} bytes is too short to be a chunk")
+    magic, version, header_len = _PREFIX.unpack_from(blob)
+    if magic != MAGIC:
+        raise ChunkFormatError("object is not a sealed Vigil chunk (bad magic)")
+    if version != FORMAT_VERSION:
+        raise ChunkFormatError(f"unsupported chunk format version {version}")
+    if header_len > MAX_HEADER_BYTES or _PREFIX.size + header_len > len(blob):
+        raise ChunkFormatError("chunk header length is out of bounds (truncated object?)")
+    try:
+        header = json.loads(blob[_PREFIX.size:_PREFIX.size + header_len])
+    except ValueError as exc:
+        raise ChunkFormatError("chunk header is not valid JSON") from exc
+    if not isinstance(header, dict):
+        raise ChunkFormatError("chunk header is not an object")
+    return header
+
+
+def open_sealed(blob: bytes, *, data_key: bytes, slot: Slot) -> bytes:
+    """Decrypt a chunk for the slot the catalog says it fills; fail closed.
+
+    Raises ChunkFormatError for an object that is not a chunk, and ChunkTampered when
+    authentication fails or the plaintext's hash is not the slot's.
+    """
+    header = read_header(blob)
+    try:
+        nonce = bytes.fromhex(str(header["nonce"]))
+    except (KeyError, ValueError) as exc:
+        raise ChunkFormatError("chunk header has no valid nonce") from exc
+    if len(nonce) != NONCE_BYTES:
+        raise ChunkFormatError("chunk header has no valid nonce")
+    _, _, header_len = _PREFIX.unpack_from(blob)
+    header_bytes = blob[_PREFIX.size:_PREFIX.size + header_len]
+    ciphertext = blob[_PREFIX.size + header_len:]
+    try:
+        plaintext = AESGCM(data_key).decrypt(nonce, ciphertext, slot.aad() + header_bytes)
+    except InvalidTag:
+        raise ChunkTampered(
+            f"chunk {slot.describe()}: decryption failed; the object was altered or "
+            "truncated, or it belongs to another camera, sequence number or time") from None
+    if hashlib.sha256(plaintext).digest() != slot.sha256:
+        raise ChunkTampered(f"chunk {slot.describe()}: plaintext does not match its "
+                            "recorded SHA-256")
+    return plaintext
