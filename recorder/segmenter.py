@@ -1,0 +1,193 @@
+"""Cutting a stream into chunks by stream copy: the cut policy (pure) and the writer.
+
+A chunk is a fragmented ISO-BMFF/QuickTime file (``mov`` muxer, ``empty_moov``, one
+fragment per second): it plays on its own, holds every codec cameras send (H.264,
+H.265, AAC, G.711 A-law and µ-law, Opus), and a file cut short by a crash is valid up
+to its last complete fragment (``complete_prefix``), so a partial chunk is
+recovered, not thrown away. Packets are copied, never decoded.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Final
+
+import av
+import av.container
+import av.stream
+
+# The muxer closes a fragment at least this often, and the writer fsyncs at least
+# this often: together they bound what a crash can lose to about two seconds.
+FRAGMENT_US: Final = 1_000_000
+FSYNC_INTERVAL_S: Final = 1.0
+MOV_OPTIONS: Final = {
+    "movflags": "frag_keyframe+empty_moov+default_base_moof",
+    "frag_duration": str(FRAGMENT_US),
+    "flush_packets": "1",
+}
+
+
+# --- pure policy ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CutDecision:
+    cut: bool
+    reason: str = ""
+
+
+def decide_cut(*, elapsed_media_us: int, target_us: int, is_video_keyframe: bool,
+               params_changed: bool) -> CutDecision:
+    """Whether a packet starts a new chunk.
+
+    A chunk is cut at the first video keyframe once it holds ``target_us`` of media,
+    so that every chunk starts with a keyframe and decodes on its own. A change of
+    codec parameters (codec, resolution, extradata) cuts at once: one chunk, one
+    set of parameters.
+    """
+    if params_changed:
+        return CutDecision(True, "codec parameters changed")
+    if is_video_keyframe and elapsed_media_us >= target_us:
+        return CutDecision(True, "target duration reached")
+    return CutDecision(False)
+
+
+def complete_prefix(data: bytes) -> int:
+    """Length of the longest prefix of a fragmented MP4 made of whole top-level boxes,
+    ending after a complete fragment (or after the header when none is complete).
+
+    Used to recover a chunk whose writing was cut short by a crash. Returns 0 when
+    not even the header (``moov``) is complete: nothing is recoverable.
+    """
+    offset, good = 0, 0
+    saw_moof = saw_moov = False
+    while offset + 8 <= len(data):
+        size, kind = struct.unpack_from(">I4s", data, offset)
+        header = 8
+        if size == 1:
+            if offset + 16 > len(data):
+                break
+            (size,) = struct.unpack_from(">Q", data, offset + 8)
+            header = 16
+        if size < header or offset + size > len(data):
+            break
+        offset += size
+        if kind == b"moof":
+            saw_moof = True
+        elif kind == b"mdat" and saw_moof:
+            good = offset  # a fragment is complete once its mdat is
+            saw_moof = False
+        elif not saw_moof:  # ftyp, moov, and after the last fragment mfra
+            saw_moov = saw_moov or kind == b"moov"
+            good = offset
+    return good if saw_moov else 0
+
+
+def codec_signature(stream: av.stream.Stream) -> tuple[object, ...]:
+    """What must stay the same within one chunk."""
+    ctx = stream.codec_context
+    extradata = bytes(ctx.extradata or b"")
+    if stream.type == "video":
+        return ("video", ctx.name, ctx.width, ctx.height, extradata)
+    return (stream.type, ctx.name, getattr(ctx, "sample_rate", None), extradata)
+
+
+# --- the writer (PyAV adapter) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WrittenChunk:
+    path: Path
+    plaintext_bytes: int
+    media_duration_us: int
+    first_pts_us: int  # of the first packet, in the source's media time
+
+
+class ChunkWriter:
+    """Stream-copies packets of the given input streams into one chunk file.
+
+    The file is fsync'ed at least every ``FSYNC_INTERVAL_S``; ``close`` finalises it.
+    Media time is the video's: a chunk spans from its first video frame to the end
+    of its last (audio packets around a cut may reach a few ms beyond).
+    """
+
+    def __init__(self, path: Path, streams: list[av.stream.Stream]) -> None:
+        self.path = path
+        self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._out = av.open(self._file, "w", format="mov", options=dict(MOV_OPTIONS))
+        self._map: dict[int, av.stream.Stream] = {}
+        for stream in streams:
+            self._map[stream.index] = self._out.add_stream_from_template(stream)
+        self._first_us: int | None = None
+        self._last_end_us: int | None = None
+        self._last_sync = time.monotonic()
+
+    def write(self, packet: av.Packet) -> None:
+        out_stream = self._map.get(packet.stream.index)
+        if out_stream is None or packet.dts is None:
+            return
+        if packet.stream.type == "video":
+            self._track(packet)
+        packet.stream = out_stream
+        self._out.mux(packet)
+        if time.monotonic() - self._last_sync >= FSYNC_INTERVAL_S:
+            self.sync()
+
+    def _track(self, packet: av.Packet) -> None:
+        tb = packet.time_base
+        start_us = int((packet.pts if packet.pts is not None else packet.dts) * tb * 1_000_000)
+        end_us = start_us + int((packet.duration or 0) * tb * 1_000_000)
+        if self._first_us is None or start_us < self._first_us:
+            self._first_us = start_us
+        if self._last_end_us is None or end_us > self._last_end_us:
+            self._last_end_us = end_us
+
+    def sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._last_sync = time.monotonic()
+
+    @property
+    def media_us(self) -> int:
+        if self._first_us is None or self._last_end_us is None:
+            return 0
+        return self._last_end_us - self._first_us
+
+    def close(self) -> WrittenChunk:
+        self._out.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        return WrittenChunk(path=self.path, plaintext_bytes=self.path.stat().st_size,
+                            media_duration_us=self.media_us,
+                            first_pts_us=self._first_us or 0)
+
+
+def probe_media_us(path: Path) -> int:
+    """Media duration of a chunk file by its video packets' timestamps (for recovery)."""
+    with av.open(str(path)) as container:
+        first: int | None = None
+        last_end: int | None = None
+        for packet in container.demux(video=0):
+            if packet.dts is None:
+                continue
+            tb = packet.time_base
+            start = int((packet.pts if packet.pts is not None else packet.dts) * tb * 1e6)
+            end = start + int((packet.duration or 0) * tb * 1e6)
+            first = start if first is None else min(first, start)
+            last_end = end if last_end is None else max(last_end, end)
+    if first is None or last_end is None:
+        return 0
+    return last_end - first
+
+
+def open_source(url: str, *, timeout_s: float = 10.0) -> av.container.InputContainer:
+    """Open a camera or file with PyAV: RTSP over TCP, bounded waits."""
+    options: dict[str, str] = {}
+    if url.startswith(("rtsp://", "rtsps://")):
+        options["rtsp_transport"] = "tcp"
+    return av.open(url, options=options, timeout=timeout_s)
