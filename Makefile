@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench-catalog stack-up stack-down clean
+.PHONY: install system-deps run test lint bench-catalog stack-up stack-down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -20,8 +20,12 @@ install: $(STAMP)
 run: install
 	$(BIN)/vigil run
 
+## Debian packages the tests need (GStreamer test camera, ffprobe); not needed by `run`.
+system-deps:
+	@bash ops/system-deps.sh
+
 ## Lint, then the whole suite on its own embedded stack (started and stopped by it).
-test: install lint
+test: system-deps install lint
 	$(BIN)/pytest
 
 lint: install

@@ -18,7 +18,9 @@ db_app = typer.Typer(no_args_is_help=True, help="The catalog database.")
 token_app = typer.Typer(no_args_is_help=True, help="API bearer tokens.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(db_app, name="db")
+camera_app = typer.Typer(no_args_is_help=True, help="Cameras.")
 app.add_typer(token_app, name="token")
+app.add_typer(camera_app, name="camera")
 
 out = Console()
 err = Console(stderr=True)
@@ -96,6 +98,95 @@ def token_create(
                                           role=role, label=label, actor="cli")
     err.print(f"token for {name} ({role}); store it now, it is not kept:")
     print(issued.token)
+
+
+# --- cameras and recording -----------------------------------------------------------
+
+
+@camera_app.command("add")
+def camera_add(
+    name: Annotated[str, typer.Argument(help="a unique name")],
+    url: Annotated[str, typer.Argument(help="rtsp://..., rtmp://..., srt://..., udp://..., "
+                                            "or a file")],
+    region: Annotated[str | None, typer.Option(help="region code")] = None,
+    chunk_seconds: Annotated[int, typer.Option(help="target chunk length, 2-300 s")] = 60,
+) -> None:
+    """Register a camera."""
+    from recorder import service as recorder_service
+    from vigil.db import session_scope
+    from vigil.redact import redact_url
+
+    with session_scope() as session:
+        cam = recorder_service.add_camera(session=session, name=name, url=url,
+                                          region_code=region, chunk_seconds=chunk_seconds,
+                                          actor="cli")
+        out.print(f"camera {cam.name} (id {cam.id}) {redact_url(url)}", highlight=False)
+
+
+@camera_app.command("list")
+def camera_list() -> None:
+    """Cameras with their status (source credentials redacted)."""
+    from recorder import service as recorder_service
+    from vigil.db import session_scope
+    from vigil.redact import redact_url
+
+    table = Table("id", "name", "status", "chunk s", "source")
+    with session_scope() as session:
+        for cam in recorder_service.list_cameras(session=session):
+            table.add_row(str(cam.id), cam.name, cam.status.value, str(cam.chunk_target_s),
+                          redact_url(cam.source_url))
+    out.print(table)
+
+
+@app.command("record")
+def record(
+    camera: Annotated[list[str] | None, typer.Option(help="only these cameras")] = None,
+) -> None:
+    """Record every enabled camera until Ctrl-C (or SIGTERM)."""
+    import logging
+    import signal
+    import threading
+
+    from recorder import record as recorder_record
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda _s, _f: done.set())
+    rec = recorder_record.start(_settings(), camera_names=camera or None)
+    err.print(f"recording {len(rec.cameras)} camera(s); Ctrl-C stops")
+    done.wait()
+    err.print("stopping: sealing chunks in progress, draining the spool ...")
+    rec.shutdown()
+
+
+@app.command("timeline")
+def timeline(
+    camera: Annotated[str, typer.Argument(help="camera name")],
+    start: Annotated[str | None, typer.Option("--from", help="ISO 8601 with offset")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="ISO 8601 with offset")] = None,
+) -> None:
+    """Recorded ranges and gaps of a camera over [from, to) (default: the last day)."""
+    from datetime import UTC, datetime, timedelta
+
+    from recorder import service as recorder_service
+    from vigil.catalog.queries import recorded_ranges
+    from vigil.db import session_scope
+    from vigil.intervals import Span, gaps, parse_instant
+
+    t1 = parse_instant(end) if end else datetime.now(UTC)
+    t0 = parse_instant(start) if start else t1 - timedelta(days=1)
+    window = Span(t0, t1)
+    with session_scope() as session:
+        cam = recorder_service.get_camera(session=session, name=camera)
+        ranges = recorded_ranges(session, camera_id=cam.id, window=window)
+    rows = [(s, "recorded") for s in ranges] + [(s, "gap") for s in gaps(ranges, window)]
+    table = Table("from (UTC)", "to (UTC)", "seconds", "")
+    for span, kind in sorted(rows, key=lambda r: r[0].start):
+        table.add_row(span.start.isoformat(timespec="milliseconds"),
+                      span.end.isoformat(timespec="milliseconds"),
+                      f"{span.duration.total_seconds():.3f}", kind)
+    out.print(table)
 
 
 # --- servers -------------------------------------------------------------------------

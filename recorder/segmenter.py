@@ -117,7 +117,8 @@ class ChunkWriter:
 
     def __init__(self, path: Path, streams: list[av.stream.Stream]) -> None:
         self.path = path
-        self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in close()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._file: BinaryIO = os.fdopen(fd, "wb")  # closed in close()
         self._out = av.open(self._file, "w", format="mov", options=dict(MOV_OPTIONS))
         self._map: dict[int, av.stream.Stream] = {}
         for stream in streams:

@@ -1,14 +1,237 @@
-"""Camera registry logic. Keyword-only, typed, takes the session, only flushes."""
+"""Recorder logic: cameras, sealing chunks, committing them into the chain, checkpoints.
+
+Keyword-only, typed, takes the session, only flushes; the caller commits.
+"""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vigil.catalog.models import Camera
+from recorder.spool import ActiveChunk, PendingChunk, PendingGap
+from vigil import audit, chain, crypto, keys
+from vigil.catalog.models import (
+    Camera,
+    ChainHead,
+    Checkpoint,
+    Chunk,
+    ClockSource,
+    DataKey,
+    GapCause,
+    KeyPurpose,
+    RecordingGap,
+    Region,
+)
+from vigil.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from vigil.redact import redact_url
+
+MIN_CHUNK_S: Final = 2
+MAX_CHUNK_S: Final = 300
+# Checkpoints: at least this often per camera whose head moved (issue 3: every minute).
+CHECKPOINT_INTERVAL: Final = timedelta(seconds=30)
+SUPPORTED_SCHEMES: Final = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp",
+                            "tcp", "file")
+
+
+class ChainConflict(IntegrityError):
+    """A chunk does not follow its camera's chain head (two writers, or a lost chunk)."""
+
+    code = "chain_conflict"
+
+
+def us_to_dt(us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+
+
+def dt_to_us(at: datetime) -> int:
+    return (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+# --- cameras -------------------------------------------------------------------------
 
 
 def list_cameras(*, session: Session) -> Sequence[Camera]:
     return session.scalars(select(Camera).order_by(Camera.name)).all()
+
+
+def get_camera(*, session: Session, name: str) -> Camera:
+    camera = session.scalars(select(Camera).where(Camera.name == name)).one_or_none()
+    if camera is None:
+        raise NotFound(f"camera {name!r} does not exist")
+    return camera
+
+
+def add_camera(*, session: Session, name: str, url: str, actor: str,
+               region_code: str | None = None, chunk_seconds: int = 60) -> Camera:
+    name = name.strip()
+    if not name:
+        raise InvalidInput("a camera needs a name")
+    if not MIN_CHUNK_S <= chunk_seconds <= MAX_CHUNK_S:
+        raise InvalidInput(f"chunk length must be {MIN_CHUNK_S} to {MAX_CHUNK_S} s, "
+                           f"not {chunk_seconds}")
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in SUPPORTED_SCHEMES and not url.startswith("/"):
+        raise InvalidInput(f"unsupported source {redact_url(url)!r}; use one of "
+                           f"{', '.join(SUPPORTED_SCHEMES)} or a file path")
+    if session.scalars(select(Camera.id).where(Camera.name == name)).first() is not None:
+        raise Conflict(f"camera {name!r} already exists")
+    region_id = None
+    if region_code is not None:
+        region = session.scalars(select(Region).where(Region.code == region_code)).first()
+        if region is None:
+            raise NotFound(f"region {region_code!r} does not exist")
+        region_id = region.id
+    camera = Camera(name=name, source_url=url, region_id=region_id,
+                    chunk_target_s=chunk_seconds)
+    session.add(camera)
+    session.flush()
+    audit.record(session=session, actor=actor, action="camera.add", target_type="camera",
+                 target_id=str(camera.id),
+                 detail={"name": name, "url": redact_url(url), "chunk_seconds": chunk_seconds,
+                         "region": region_code})
+    return camera
+
+
+# --- the chain -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tip:
+    """Where a camera's chain stands: the last sequence number and chain hash."""
+
+    seq: int  # -1 before the first chunk
+    chain_hash: bytes
+
+
+def committed_tip(*, session: Session, camera_id: int) -> Tip:
+    head = session.get(ChainHead, camera_id)
+    return Tip(-1, chain.GENESIS) if head is None else Tip(head.seq, head.chain_hash)
+
+
+def object_key_for(*, camera_id: int, seq: int, start_us: int) -> str:
+    day = us_to_dt(start_us)
+    return (f"chunks/{camera_id}/{day:%Y/%m/%d}/{seq:020d}-"
+            f"{secrets.token_hex(8)}.vch")
+
+
+@dataclass(frozen=True)
+class Sealer:
+    """What sealing needs: the key provider and the active KEK."""
+
+    provider: keys.KeyProvider
+    kek_id: int
+    kek_ref: str
+
+
+def make_sealer(*, session: Session, provider: keys.KeyProvider) -> Sealer:
+    kek = keys.active_key(session=session, provider=provider, purpose=KeyPurpose.KEK)
+    return Sealer(provider=provider, kek_id=kek.id, kek_ref=kek.provider_ref)
+
+
+def seal_chunk(*, sealer: Sealer, plaintext_path: Path, active: ActiveChunk, start_us: int,
+               end_us: int, media_duration_us: int, codec: dict[str, Any]
+               ) -> tuple[PendingChunk, bytes]:
+    """Encrypt a finished chunk file and compute its chain hash. Pure but for the read."""
+    plaintext = plaintext_path.read_bytes()
+    sealed = crypto.seal(plaintext, camera_id=active.camera_id, seq=active.seq,
+                         start_us=start_us)
+    link = chain.Link(camera_id=active.camera_id, seq=active.seq, start_us=start_us,
+                      end_us=end_us, media_duration_us=media_duration_us,
+                      plaintext_bytes=len(plaintext), sha256=sealed.slot.sha256,
+                      clock_source=active.clock_source)
+    prev = bytes.fromhex(active.prev_chain_hash)
+    pending = PendingChunk(
+        camera_id=active.camera_id, seq=active.seq, start_us=start_us, end_us=end_us,
+        media_duration_us=media_duration_us, clock_source=active.clock_source,
+        plaintext_bytes=len(plaintext), stored_bytes=len(sealed.blob),
+        sha256=sealed.slot.sha256.hex(), prev_chain_hash=active.prev_chain_hash,
+        chain_hash=chain.chain_hash(prev, link).hex(),
+        object_key=object_key_for(camera_id=active.camera_id, seq=active.seq,
+                                  start_us=start_us),
+        kek_id=sealer.kek_id,
+        wrapped_key=sealer.provider.wrap(sealer.kek_ref, sealed.data_key).hex(),
+        codec=codec)
+    return pending, sealed.blob
+
+
+def commit_chunk(*, session: Session, pending: PendingChunk) -> bool:
+    """Insert the data key and chunk rows and advance the chain head.
+
+    Idempotent: returns False when the chunk is already committed (a crash between
+    commit and spool removal). Raises ChainConflict when the chunk does not follow
+    the head. Call only after the object was stored and verified (invariant I1).
+    """
+    if session.scalars(select(Chunk.id).where(
+            Chunk.object_key == pending.object_key)).first() is not None:
+        return False
+    head = session.get(ChainHead, pending.camera_id, with_for_update=True)
+    tip = Tip(-1, chain.GENESIS) if head is None else Tip(head.seq, head.chain_hash)
+    if pending.seq != tip.seq + 1 or bytes.fromhex(pending.prev_chain_hash) != tip.chain_hash:
+        raise ChainConflict(
+            f"chunk camera {pending.camera_id} seq {pending.seq} does not follow the chain "
+            f"head at seq {tip.seq}; another recorder may be writing this camera")
+    data_key = DataKey(kek_id=pending.kek_id, wrapped=bytes.fromhex(pending.wrapped_key))
+    session.add(data_key)
+    session.flush()
+    session.add(Chunk(
+        camera_id=pending.camera_id, seq=pending.seq, start_at=us_to_dt(pending.start_us),
+        end_at=us_to_dt(pending.end_us), media_duration_us=pending.media_duration_us,
+        clock_source=ClockSource(pending.clock_source),
+        plaintext_bytes=pending.plaintext_bytes, stored_bytes=pending.stored_bytes,
+        object_key=pending.object_key, sha256=bytes.fromhex(pending.sha256),
+        chain_hash=bytes.fromhex(pending.chain_hash), data_key_id=data_key.id,
+        codec=pending.codec))
+    if head is None:
+        session.add(ChainHead(camera_id=pending.camera_id, seq=pending.seq,
+                              chain_hash=bytes.fromhex(pending.chain_hash)))
+    else:
+        head.seq, head.chain_hash = pending.seq, bytes.fromhex(pending.chain_hash)
+        head.updated_at = datetime.now(UTC)
+    session.flush()
+    return True
+
+
+def commit_gap(*, session: Session, gap: PendingGap) -> bool:
+    start, end = us_to_dt(gap.start_us), us_to_dt(gap.end_us)
+    exists = session.scalars(select(RecordingGap.id).where(
+        RecordingGap.camera_id == gap.camera_id, RecordingGap.start_at == start)).first()
+    if exists is not None:
+        return False
+    session.add(RecordingGap(camera_id=gap.camera_id, start_at=start, end_at=end,
+                             cause=GapCause(gap.cause), detail=gap.detail))
+    session.flush()
+    return True
+
+
+def sign_checkpoints(*, session: Session, provider: keys.KeyProvider,
+                     now: datetime | None = None) -> int:
+    """Sign the chain head of every camera whose head moved since its last checkpoint
+    and whose last checkpoint is older than CHECKPOINT_INTERVAL. Returns the count."""
+    now = now or datetime.now(UTC)
+    key = keys.active_key(session=session, provider=provider,
+                          purpose=KeyPurpose.CHECKPOINT_SIGNING)
+    signer = provider.signing_key(key.provider_ref)
+    signed = 0
+    for head in session.scalars(select(ChainHead)).all():
+        last = session.scalars(select(Checkpoint).where(Checkpoint.camera_id == head.camera_id)
+                               .order_by(Checkpoint.seq.desc()).limit(1)).first()
+        if last is not None and (last.seq == head.seq or
+                                 now - last.signed_at < CHECKPOINT_INTERVAL):
+            continue
+        assert key.fingerprint is not None
+        checkpoint = chain.Checkpoint(camera_id=head.camera_id, seq=head.seq,
+                                      chain_hash=head.chain_hash, signed_at_us=dt_to_us(now),
+                                      key_fingerprint=key.fingerprint)
+        session.add(Checkpoint(camera_id=head.camera_id, seq=head.seq,
+                               chain_hash=head.chain_hash, signed_at=now, key_id=key.id,
+                               signature=chain.sign_checkpoint(signer, checkpoint)))
+        signed += 1
+    session.flush()
+    return signed

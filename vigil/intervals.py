@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from vigil.errors import InvalidInput
 
@@ -63,3 +63,19 @@ def gaps(covered: Iterable[Span], window: Span) -> list[Span]:
     if cursor < window.end:
         out.append(Span(cursor, window.end))
     return out
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 instant with an explicit offset (``Z`` or ``+08:00``), as UTC.
+
+    A time without an offset is refused: it could mean any of 24 hours.
+    """
+    try:
+        at = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    except ValueError:
+        raise InvalidInput(f"{text!r} is not an ISO 8601 time "
+                           "(e.g. 2026-11-21T08:30:00+08:00)") from None
+    if at.tzinfo is None:
+        raise InvalidInput(f"{text!r} has no UTC offset; add one, e.g. "
+                           f"{text.strip()}Z or {text.strip()}+08:00")
+    return at.astimezone(UTC)

@@ -7,12 +7,15 @@ bindings import; the tests start it as a process of its own and stop it.
 
 Serves a live test pattern (videotestsrc with a running clock overlay), encoded in
 real time, with RTCP sender reports (GStreamer sends them by default), on
-rtsp://127.0.0.1:PORT/cam. Prints "READY <url>" once it listens.
+rtsp://127.0.0.1:PORT/cam. Prints "READY <url>" once it listens. With
+--stop-on-stdin-eof it also quits when its stdin closes, i.e. when the test process
+that started it with a pipe on stdin dies without stopping it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -22,10 +25,14 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
+# x264enc threads=1: zerolatency's sliced threads cut each frame into several slices,
+# and rtph264pay (config-interval=-1) puts SPS/PPS before each IDR slice, so FFmpeg's
+# parser split every keyframe into two packets with the same timestamp. One slice per
+# frame is what cameras send.
 VIDEO = {
     "h264": ("x264enc tune=zerolatency speed-preset=ultrafast bitrate={kbps} "
-             "key-int-max={gop} ! video/x-h264,profile=baseline ! rtph264pay name=pay0 pt=96"
-             " config-interval=-1"),
+             "key-int-max={gop} threads=1 ! video/x-h264,profile=baseline ! "
+             "rtph264pay name=pay0 pt=96 config-interval=-1"),
     "h265": ("x265enc tune=zerolatency speed-preset=ultrafast bitrate={kbps} "
              "key-int-max={gop} ! rtph265pay name=pay0 pt=96 config-interval=-1"),
 }
@@ -49,6 +56,14 @@ def launch_line(args: argparse.Namespace) -> str:
     return f"( {video} {audio} )"
 
 
+def _on_stdin(_channel: GLib.IOChannel, _condition: GLib.IOCondition,
+              loop: GLib.MainLoop) -> bool:
+    if os.read(sys.stdin.fileno(), 4096):
+        return True
+    loop.quit()
+    return False
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
@@ -61,6 +76,8 @@ def main() -> int:
     parser.add_argument("--gop", type=int, default=25, help="frames between keyframes")
     parser.add_argument("--kbps", type=int, default=800)
     parser.add_argument("--pattern", default="smpte")
+    parser.add_argument("--stop-on-stdin-eof", action="store_true",
+                        help="quit when stdin closes (the parent that started it died)")
     args = parser.parse_args()
 
     Gst.init(None)
@@ -78,6 +95,10 @@ def main() -> int:
     loop = GLib.MainLoop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, sig, loop.quit)
+    if args.stop_on_stdin_eof:
+        GLib.io_add_watch(GLib.IOChannel.unix_new(sys.stdin.fileno()), GLib.PRIORITY_DEFAULT,
+                          GLib.IOCondition.IN | GLib.IOCondition.HUP | GLib.IOCondition.ERR,
+                          _on_stdin, loop)
     print(f"READY rtsp://127.0.0.1:{args.port}{args.path}", flush=True)
     loop.run()
     return 0

@@ -309,6 +309,66 @@ class Chunk(Base):
     created_at: Mapped[datetime] = _now()
 
 
+class ChainHead(Base):
+    """The last committed link of a camera's hash chain: what the next chunk follows."""
+
+    __tablename__ = "chain_heads"
+    __table_args__ = (_sha256_check("chain_hash"),)
+
+    camera_id: Mapped[int] = mapped_column(
+        ForeignKey("cameras.id", ondelete="RESTRICT"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    chain_hash: Mapped[bytes]
+    updated_at: Mapped[datetime] = _now()
+
+
+class Checkpoint(Base):
+    """A recorder's Ed25519 signature over a camera's chain head (vigil/chain.py)."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (
+        Index("ix_checkpoints_camera_id_seq", "camera_id", "seq"),
+        _sha256_check("chain_hash"),
+        CheckConstraint("octet_length(signature) = 64", name="signature_len"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    camera_id: Mapped[int] = mapped_column(ForeignKey("cameras.id", ondelete="RESTRICT"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    chain_hash: Mapped[bytes]
+    signed_at: Mapped[datetime]
+    key_id: Mapped[int] = mapped_column(ForeignKey("keys.id", ondelete="RESTRICT"))
+    signature: Mapped[bytes]
+
+
+class GapCause(StrEnum):
+    DISCONNECT = "disconnect"  # the stream failed or the camera went away
+    STREAM_ERROR = "stream_error"  # garbage or truncated input ended the run
+    RECORDER_STOPPED = "recorder_stopped"  # shutdown, crash or lease loss
+
+
+class RecordingGap(Base):
+    """An explicit hole in a camera's recording, ``[start_at, end_at)``, with its cause.
+
+    Written by the recorder when a run ends and the next begins, so that a gap in a
+    timeline is a recorded fact, not an absence.
+    """
+
+    __tablename__ = "recording_gaps"
+    __table_args__ = (
+        Index("ix_recording_gaps_camera_id_start_at", "camera_id", "start_at"),
+        CheckConstraint("end_at > start_at", name="interval_nonempty"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    camera_id: Mapped[int] = mapped_column(ForeignKey("cameras.id", ondelete="RESTRICT"))
+    start_at: Mapped[datetime]
+    end_at: Mapped[datetime]
+    cause: Mapped[GapCause] = mapped_column(_enum(GapCause, "gap_cause"))
+    detail: Mapped[str] = mapped_column(server_default="")
+    created_at: Mapped[datetime] = _now()
+
+
 # --- retention and holds -------------------------------------------------------------
 
 

@@ -1,0 +1,189 @@
+"""The local spool: where footage waits until the catalog has it.
+
+Layout under ``<home>/spool/``:
+
+* ``active/<camera>-<seq>.mov`` and ``.json``: the chunk being written and what is
+  known of it at its start (camera, seq, run anchor). Fsync'ed every second.
+* ``outbox/<camera>-<seq>.vch`` and ``.json``: a sealed chunk and everything its
+  catalog row needs, or ``outbox/<camera>-gap-<start>.json``: a gap to record.
+
+Every file enters the outbox by write-to-temporary, fsync, rename, fsync of the
+directory, so an entry is either whole or absent. An entry leaves the outbox only
+after its catalog row is committed (storage invariant I2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from vigil.errors import StorageError
+
+SIDECAR_VERSION: Final = 1
+
+
+@dataclass(frozen=True)
+class ActiveChunk:
+    """What is known of a chunk when it starts being written."""
+
+    camera_id: int
+    seq: int
+    prev_chain_hash: str  # hex
+    anchor_us: int  # the run's wall-clock anchor, for this chunk's start
+    clock_source: str
+    first_of_run: bool
+
+
+@dataclass(frozen=True)
+class PendingChunk:
+    """A sealed chunk in the outbox: the catalog row it becomes, and its wrapped key."""
+
+    camera_id: int
+    seq: int
+    start_us: int
+    end_us: int
+    media_duration_us: int
+    clock_source: str
+    plaintext_bytes: int
+    stored_bytes: int
+    sha256: str  # hex, plaintext
+    prev_chain_hash: str  # hex
+    chain_hash: str  # hex
+    object_key: str
+    kek_id: int
+    wrapped_key: str  # hex
+    codec: dict[str, Any] = field(default_factory=dict)
+    kind: str = "chunk"
+
+    @property
+    def name(self) -> str:
+        return f"{self.camera_id:08d}-{self.seq:020d}"
+
+
+@dataclass(frozen=True)
+class PendingGap:
+    camera_id: int
+    start_us: int
+    end_us: int
+    cause: str
+    detail: str = ""
+    kind: str = "gap"
+
+    @property
+    def name(self) -> str:
+        return f"{self.camera_id:08d}-gap-{self.start_us:020d}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Spool:
+    def __init__(self, root: Path, *, budget_bytes: int) -> None:
+        self.root = root
+        self.active_dir = root / "active"
+        self.outbox_dir = root / "outbox"
+        self.budget_bytes = budget_bytes
+        # Private: active chunks are plaintext until sealed (at most one per camera).
+        for d in (root, self.active_dir, self.outbox_dir):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(d, 0o700)
+
+    # --- active chunks ---------------------------------------------------------------
+
+    def active_paths(self, camera_id: int, seq: int) -> tuple[Path, Path]:
+        stem = f"{camera_id:08d}-{seq:020d}"
+        return self.active_dir / f"{stem}.mov", self.active_dir / f"{stem}.json"
+
+    def start_active(self, info: ActiveChunk) -> Path:
+        media, meta = self.active_paths(info.camera_id, info.seq)
+        _write_durably(meta, json.dumps(asdict(info)).encode())
+        _fsync_dir(self.active_dir)
+        return media
+
+    def active_chunks(self) -> list[tuple[ActiveChunk, Path]]:
+        """Chunks a previous process was writing when it stopped (for recovery)."""
+        found = []
+        for meta in sorted(self.active_dir.glob("*.json")):
+            info = ActiveChunk(**json.loads(meta.read_text()))
+            found.append((info, meta.with_suffix(".mov")))
+        return found
+
+    def drop_active(self, camera_id: int, seq: int) -> None:
+        for path in self.active_paths(camera_id, seq):
+            path.unlink(missing_ok=True)
+        _fsync_dir(self.active_dir)
+
+    # --- outbox ----------------------------------------------------------------------
+
+    def used_bytes(self) -> int:
+        return sum(p.stat().st_size for d in (self.active_dir, self.outbox_dir)
+                   for p in d.iterdir() if p.is_file())
+
+    def has_room(self) -> bool:
+        return self.used_bytes() < self.budget_bytes
+
+    def add_chunk(self, pending: PendingChunk, blob: bytes) -> None:
+        """Put a sealed chunk into the outbox: blob first, then the sidecar that
+        makes it an entry; a crash between the two leaves a blob with no entry,
+        which ``clean`` removes after its active source was re-sealed."""
+        _write_durably(self.outbox_dir / f"{pending.name}.vch", blob)
+        _write_durably(self.outbox_dir / f"{pending.name}.json",
+                       json.dumps({"v": SIDECAR_VERSION, **asdict(pending)}).encode())
+        _fsync_dir(self.outbox_dir)
+
+    def add_gap(self, gap: PendingGap) -> None:
+        _write_durably(self.outbox_dir / f"{gap.name}.json",
+                       json.dumps({"v": SIDECAR_VERSION, **asdict(gap)}).encode())
+        _fsync_dir(self.outbox_dir)
+
+    def pending(self) -> list[PendingChunk | PendingGap]:
+        """Outbox entries in commit order: per camera, by time."""
+        entries: list[PendingChunk | PendingGap] = []
+        for meta in self.outbox_dir.glob("*.json"):
+            raw = json.loads(meta.read_text())
+            raw.pop("v", None)
+            entries.append(PendingGap(**raw) if raw["kind"] == "gap" else PendingChunk(**raw))
+        return sorted(entries, key=lambda e: (e.camera_id, e.start_us, e.kind == "chunk"))
+
+    def blob(self, pending: PendingChunk) -> bytes:
+        try:
+            return (self.outbox_dir / f"{pending.name}.vch").read_bytes()
+        except FileNotFoundError:
+            raise StorageError(f"spool entry {pending.name} lost its sealed file") from None
+
+    def remove(self, entry: PendingChunk | PendingGap) -> None:
+        """Called only after the entry's catalog row is committed (invariant I2)."""
+        (self.outbox_dir / f"{entry.name}.json").unlink(missing_ok=True)
+        (self.outbox_dir / f"{entry.name}.vch").unlink(missing_ok=True)
+        _fsync_dir(self.outbox_dir)
+
+    def clean(self) -> None:
+        """Remove temporaries and sealed blobs that never got their sidecar."""
+        for tmp in self.root.rglob("*.tmp"):
+            tmp.unlink(missing_ok=True)
+        for blob in self.outbox_dir.glob("*.vch"):
+            if not blob.with_suffix(".json").exists():
+                blob.unlink()
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,156 @@
+"""Recording real RTSP cameras into encrypted, hash-chained chunks in S3."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import pytest
+from sqlalchemy import select
+
+from recorder import record, service
+from tests.cameras import RtspCamera
+from vigil import chain, crypto, keys
+from vigil.catalog.models import Camera, Checkpoint, Chunk, Key, RecordingGap
+from vigil.db import session_scope
+from vigil.objectstore import get_object_store
+from vigil.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+
+def _add_camera(url: str, chunk_seconds: int = 2) -> int:
+    with session_scope() as session:
+        cam = service.add_camera(session=session, name=f"cam-{uuid.uuid4().hex[:8]}",
+                                 url=url, chunk_seconds=chunk_seconds, actor="test")
+        return cam.id
+
+
+def _record(settings: Settings, camera_id: int, seconds: float) -> None:
+    with session_scope() as session:
+        name = session.get(Camera, camera_id).name
+    rec = record.start(settings, camera_names=[name])
+    try:
+        time.sleep(seconds)
+    finally:
+        rec.shutdown()
+
+
+def _chunks(camera_id: int) -> list[Chunk]:
+    with session_scope() as session:
+        return list(session.scalars(select(Chunk).where(Chunk.camera_id == camera_id)
+                                    .order_by(Chunk.seq)))
+
+
+def _plaintext(settings: Settings, chunk: Chunk) -> bytes:
+    provider = keys.file_key_ring(settings.home_dir)
+    with session_scope() as session:
+        data_key = keys.unwrap_data_key(session=session, provider=provider,
+                                        data_key_id=chunk.data_key_id)
+    blob = get_object_store(settings).get(chunk.object_key)
+    slot = crypto.Slot(camera_id=chunk.camera_id, seq=chunk.seq,
+                       start_us=service.dt_to_us(chunk.start_at), sha256=chunk.sha256)
+    return crypto.open_sealed(blob, data_key=data_key, slot=slot)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path
+
+
+@pytest.mark.parametrize(("codec", "audio"), [("h264", "aac"), ("h265", "none")])
+def test_a_recording_is_contiguous_encrypted_chained_and_playable(
+        settings: Settings, engine, workdir: Path, codec: str, audio: str) -> None:
+    with RtspCamera(codec=codec, audio=audio, width=320, height=240, kbps=400) as cam:
+        camera_id = _add_camera(cam.url, chunk_seconds=2)
+        _record(settings, camera_id, seconds=12)
+    chunks = _chunks(camera_id)
+    assert len(chunks) >= 4
+    assert [c.seq for c in chunks] == list(range(len(chunks)))
+    for before, after in zip(chunks, chunks[1:], strict=False):
+        assert after.start_at == before.end_at  # one run: exactly contiguous
+    assert all(1_500_000 <= c.media_duration_us <= 3_100_000 for c in chunks[:-1])
+    assert {c.clock_source.value for c in chunks} <= {"rtcp", "receive"}
+
+    links = [(chain.Link(camera_id=c.camera_id, seq=c.seq,
+                         start_us=service.dt_to_us(c.start_at),
+                         end_us=service.dt_to_us(c.end_at),
+                         media_duration_us=c.media_duration_us,
+                         plaintext_bytes=c.plaintext_bytes, sha256=c.sha256,
+                         clock_source=c.clock_source.value), c.chain_hash) for c in chunks]
+    chain.verify_chain(links)
+
+    store = get_object_store(settings)
+    for chunk in chunks:
+        stored = store.get(chunk.object_key)
+        assert len(stored) == chunk.stored_bytes
+        for marker in (b"ftyp", b"moov", b"mdat", b"moof"):  # no readable media
+            assert marker not in stored
+        media = workdir / f"{chunk.seq}.mov"
+        media.write_bytes(_plaintext(settings, chunk))
+        with av.open(str(media)) as c:
+            assert c.streams.video[0].codec_context.name == ("hevc" if codec == "h265"
+                                                             else "h264")
+            frames = sum(1 for _ in c.decode(video=0))
+        # Every chunk decodes on its own, all of its media time (25 fps).
+        assert abs(frames - chunk.media_duration_us * 25 / 1_000_000) <= 2, (chunk.seq, frames)
+
+    with session_scope() as session:
+        checkpoint = session.scalars(select(Checkpoint).where(
+            Checkpoint.camera_id == camera_id).order_by(Checkpoint.seq.desc())).first()
+        assert checkpoint is not None
+        key = session.get(Key, checkpoint.key_id)
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        chain.verify_checkpoint(
+            Ed25519PublicKey.from_public_bytes(key.public_key),
+            chain.Checkpoint(camera_id=camera_id, seq=checkpoint.seq,
+                             chain_hash=checkpoint.chain_hash,
+                             signed_at_us=service.dt_to_us(checkpoint.signed_at),
+                             key_fingerprint=key.fingerprint),
+            checkpoint.signature)
+        assert checkpoint.chain_hash == next(c.chain_hash for c in chunks
+                                             if c.seq == checkpoint.seq)
+
+
+def test_a_camera_that_goes_away_and_comes_back_leaves_one_gap(
+        settings: Settings, engine) -> None:
+    with RtspCamera(width=320, height=240, kbps=300) as cam:
+        camera_id = _add_camera(cam.url, chunk_seconds=2)
+        with session_scope() as session:
+            name = session.get(Camera, camera_id).name
+        rec = record.start(settings, camera_names=[name])
+        try:
+            time.sleep(6)
+            cam.stop()
+            time.sleep(4)
+            cam.start()
+            time.sleep(8)
+        finally:
+            rec.shutdown()
+    chunks = _chunks(camera_id)
+    breaks = [(a.end_at, b.start_at) for a, b in zip(chunks, chunks[1:], strict=False)
+              if b.start_at != a.end_at]
+    assert len(breaks) == 1
+    with session_scope() as session:
+        gaps = session.scalars(select(RecordingGap).where(
+            RecordingGap.camera_id == camera_id)).all()
+    assert [(g.start_at, g.end_at) for g in gaps] == breaks
+    assert gaps[0].cause.value == "disconnect"
+    assert (breaks[0][1] - breaks[0][0]).total_seconds() >= 3
+
+
+def test_a_flipped_byte_in_storage_fails_decryption_by_name(settings: Settings, engine) -> None:
+    with RtspCamera(width=320, height=240, kbps=300) as cam:
+        camera_id = _add_camera(cam.url, chunk_seconds=2)
+        _record(settings, camera_id, seconds=5)
+    chunk = _chunks(camera_id)[0]
+    store = get_object_store(settings)
+    blob = bytearray(store.get(chunk.object_key))
+    blob[len(blob) // 2] ^= 0x40
+    store.put(chunk.object_key, bytes(blob))
+    with pytest.raises(crypto.ChunkTampered, match=f"camera {camera_id} seq 0"):
+        _plaintext(settings, chunk)
