@@ -306,7 +306,38 @@ class Chunk(Base):
         ForeignKey("data_keys.id", ondelete="RESTRICT"), unique=True)
     # Codec parameters: codec, profile, resolution, time base, audio, extradata hash.
     codec: Mapped[dict[str, Any]]
+    # Imported footage: who imported it, when, from what file (its SHA-256). NULL for
+    # footage recorded live.
+    provenance: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = _now()
+
+
+class CameraLease(Base):
+    """Which recorder records a camera, until when. A recorder renews its leases well
+    before they expire; a dead recorder's leases expire and another takes them."""
+
+    __tablename__ = "camera_leases"
+
+    camera_id: Mapped[int] = mapped_column(
+        ForeignKey("cameras.id", ondelete="CASCADE"), primary_key=True)
+    recorder_id: Mapped[str]
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+class CameraStatusEvent(Base):
+    """A camera's status changes, as the recorder saw them: the source of online time."""
+
+    __tablename__ = "camera_status_events"
+    __table_args__ = (Index("ix_camera_status_events_camera_id_changed_at", "camera_id",
+                            "changed_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    camera_id: Mapped[int] = mapped_column(ForeignKey("cameras.id", ondelete="CASCADE"))
+    changed_at: Mapped[datetime]
+    status: Mapped[CameraStatus] = mapped_column(_enum(CameraStatus, "camera_status"))
+    recorder_id: Mapped[str]
+    detail: Mapped[str] = mapped_column(server_default="")
 
 
 class ChainHead(Base):
