@@ -141,6 +141,7 @@ def camera_list() -> None:
 @app.command("record")
 def record(
     camera: Annotated[list[str] | None, typer.Option(help="only these cameras")] = None,
+    max_cameras: Annotated[int | None, typer.Option(help="record at most this many")] = None,
 ) -> None:
     """Record every enabled camera until Ctrl-C (or SIGTERM)."""
     import logging
@@ -153,8 +154,10 @@ def record(
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda _s, _f: done.set())
-    rec = recorder_record.start(_settings(), camera_names=camera or None)
-    err.print(f"recording {len(rec.cameras)} camera(s); Ctrl-C stops")
+    rec = recorder_record.start(_settings(), camera_names=camera or None,
+                                max_cameras=max_cameras)
+    err.print(f"recorder {rec.fleet.recorder_id}: recording {len(rec.cameras)} camera(s); "
+              "Ctrl-C stops")
     done.wait()
     err.print("stopping: sealing chunks in progress, draining the spool ...")
     rec.shutdown()

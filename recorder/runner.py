@@ -51,6 +51,11 @@ class CameraStats:
     errors: int = 0
     last_error: str | None = None
     last_chunk_end_us: int | None = None
+    spool_full: bool = False
+
+
+class SpoolFull(Exception):
+    """The spool reached its disk budget: no new chunk may start."""
 
 
 def wall_us() -> int:
@@ -95,6 +100,8 @@ class CameraRecorder(threading.Thread):
                 recorded = self._record_run()
             except (av.error.InvalidDataError, ValueError) as exc:
                 self._failed("data", exc)
+            except SpoolFull as exc:
+                self._failed("spool", exc)
             except (av.error.FFmpegError, OSError) as exc:
                 self._failed("connection", exc)
             if self.stop.is_set():
@@ -153,6 +160,9 @@ class CameraRecorder(threading.Thread):
             if run.writer is None:
                 if not (is_video and packet.is_keyframe):
                     continue  # a chunk starts with a keyframe: it must decode alone
+                if not self.spool.has_room():
+                    self.stats.spool_full = True  # the fleet loop raises the alarm
+                    continue
                 run.receive_anchor_us = wall_us()  # the first keyframe's arrival
                 run.first_pts_us = pts_us
                 self._start_chunk(run, streams, pts_us)
@@ -167,6 +177,12 @@ class CameraRecorder(threading.Thread):
                 if decision.cut:
                     signature = now_signature
                     self._finish_chunk(run, container, end_pts_us=pts_us)
+                    if not self.spool.has_room():
+                        # The run ends here: what follows is lost until the spool
+                        # drains, and the gap will say so.
+                        self.stats.spool_full = True
+                        raise SpoolFull(f"spool over its budget of "
+                                        f"{self.spool.budget_bytes} bytes")
                     self._start_chunk(run, streams, pts_us)
             assert run.writer is not None
             run.writer.write(packet)

@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8600
 
+    # Local disk a recorder may fill with footage waiting for S3 or PostgreSQL:
+    # 8 GiB holds ~4.5 h of one 4 Mbit/s camera, or ~8 min of 32 of them.
+    spool_budget_mb: int = 8192
+
     stack: StackSettings = Field(default_factory=StackSettings)
 
     # --- derived values -------------------------------------------------------

@@ -1,0 +1,83 @@
+"""Camera leases in PostgreSQL: each camera recorded by exactly one recorder.
+
+A recorder holds a lease for ``LEASE_TTL`` and renews all of its leases every
+``RENEW_INTERVAL``; a lease that was not renewed expires and any recorder may take
+it. Every time comparison uses the database's clock (``now()``), never a
+recorder's, so that recorders with skewed clocks agree. With these figures a dead
+recorder's cameras are taken over within LEASE_TTL + RENEW_INTERVAL (20 s) after its
+last renewal.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Final
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+LEASE_TTL: Final = timedelta(seconds=15)
+RENEW_INTERVAL: Final = timedelta(seconds=5)
+
+
+def new_recorder_id() -> str:
+    """host:pid:random, unique per recorder process, readable in listings."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+_ACQUIRE = text("""
+INSERT INTO camera_leases (camera_id, recorder_id, acquired_at, expires_at)
+SELECT c.id, :me, now(), now() + make_interval(secs => :ttl_s)
+FROM cameras c
+WHERE c.id = ANY(:ids) AND c.status <> 'disabled'
+ON CONFLICT (camera_id) DO UPDATE
+    SET recorder_id = excluded.recorder_id,
+        acquired_at = CASE WHEN camera_leases.recorder_id = excluded.recorder_id
+                           THEN camera_leases.acquired_at ELSE excluded.acquired_at END,
+        expires_at = excluded.expires_at
+    WHERE camera_leases.expires_at < now() OR camera_leases.recorder_id = excluded.recorder_id
+RETURNING camera_id
+""")
+
+
+def acquire(*, session: Session, recorder_id: str, camera_ids: Iterable[int]) -> set[int]:
+    """Take (or keep) the leases of ``camera_ids`` that are free, expired or ours.
+    Returns the cameras this recorder now holds among them."""
+    ids = list(camera_ids)
+    if not ids:
+        return set()
+    rows = session.execute(_ACQUIRE, {"me": recorder_id, "ids": ids,
+                                      "ttl_s": LEASE_TTL.total_seconds()}).scalars()
+    return set(rows)
+
+
+def renew(*, session: Session, recorder_id: str) -> set[int]:
+    """Extend every lease this recorder still holds; returns those cameras.
+    A camera missing from the result was lost (expired and taken) and must stop."""
+    rows = session.execute(text("""
+        UPDATE camera_leases SET expires_at = now() + make_interval(secs => :ttl_s)
+        WHERE recorder_id = :me AND expires_at >= now()
+        RETURNING camera_id"""), {"me": recorder_id, "ttl_s": LEASE_TTL.total_seconds()})
+    return set(rows.scalars())
+
+
+def release(*, session: Session, recorder_id: str, camera_ids: Iterable[int] | None = None
+            ) -> None:
+    """Give leases up at a clean stop, so another recorder need not wait for expiry."""
+    if camera_ids is None:
+        session.execute(text("DELETE FROM camera_leases WHERE recorder_id = :me"),
+                        {"me": recorder_id})
+    else:
+        session.execute(text("DELETE FROM camera_leases WHERE recorder_id = :me "
+                             "AND camera_id = ANY(:ids)"),
+                        {"me": recorder_id, "ids": list(camera_ids)})
+
+
+def holders(*, session: Session) -> dict[int, str]:
+    rows = session.execute(text("SELECT camera_id, recorder_id FROM camera_leases "
+                                "WHERE expires_at >= now()"))
+    return {r.camera_id: r.recorder_id for r in rows}
