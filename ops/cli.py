@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -45,11 +46,20 @@ def stack_up() -> None:
 
 
 @stack_app.command("down")
-def stack_down() -> None:
+def stack_down(
+    servers: Annotated[list[str] | None, typer.Argument(
+        help="only these: postgres, s3, redis (default: all)")] = None,
+) -> None:
     """Stop exactly the servers `stack up` started (by pid and start time)."""
     from ops import stack
 
-    stopped = stack.down(_settings(), on_event=lambda m: err.print(f"  {m}"))
+    known = {s.name for s in stack.servers(_settings())}
+    unknown = set(servers or ()) - known
+    if unknown:
+        raise typer.BadParameter(f"unknown server(s) {', '.join(sorted(unknown))}; "
+                                 f"servers are {', '.join(sorted(known))}")
+    stopped = stack.down(_settings(), names=servers or None,
+                         on_event=lambda m: err.print(f"  {m}"))
     out.print(f"stack down ({', '.join(stopped) or 'nothing was running'})")
 
 
@@ -190,6 +200,54 @@ def timeline(
                       span.end.isoformat(timespec="milliseconds"),
                       f"{span.duration.total_seconds():.3f}", kind)
     out.print(table)
+
+
+@app.command("import")
+def import_footage(
+    path: Annotated[Path, typer.Argument(help="a video file pulled from a DVR", exists=True,
+                                         dir_okay=False, readable=True)],
+    camera: Annotated[str, typer.Option(help="camera name")],
+    start: Annotated[str, typer.Option(help="wall-clock start of the file, ISO 8601 with "
+                                            "offset")],
+    chunk_seconds: Annotated[int | None, typer.Option(help="override the camera's")] = None,
+    actor: Annotated[str, typer.Option(help="who is importing (recorded as provenance)")]
+    = "cli",
+) -> None:
+    """Bring offline footage into the camera's chunks and chain, with its provenance."""
+    from datetime import datetime
+
+    from rich.progress import Progress
+
+    from recorder.importer import import_file
+    from vigil.intervals import parse_instant
+
+    parse_instant(start)  # refuses a time without an offset
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"importing {path.name}", total=1.0)
+        result = import_file(settings=_settings(), path=path, camera_name=camera,
+                             start_at=datetime.fromisoformat(start.strip()), actor=actor,
+                             chunk_seconds=chunk_seconds,
+                             on_progress=lambda f: progress.update(task, completed=f))
+    out.print(f"imported {result.chunks} chunk(s), seq {result.first_seq}-{result.last_seq}, "
+              f"[{result.start_at.isoformat()}, {result.end_at.isoformat()}), "
+              f"original sha256 {result.original_sha256}", highlight=False)
+
+
+@app.command("health")
+def health(
+    day: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: today so far)")] = None,
+    tz: Annotated[str | None, typer.Option(help="IANA zone of the day, e.g. Asia/Shanghai")]
+    = None,
+    region: Annotated[str | None, typer.Option(help="region code (with its subtree)")] = None,
+) -> None:
+    """Daily online rate, good-condition rate and completeness, per region and camera."""
+    from recorder.health import daily_report, render_tables
+    from vigil.db import session_scope
+
+    with session_scope() as session:
+        report = daily_report(session=session, day=day, tz=tz, region_code=region)
+    for table in render_tables(report):
+        out.print(table)
 
 
 # --- servers -------------------------------------------------------------------------

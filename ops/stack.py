@@ -217,9 +217,11 @@ def _make_traversable(path: Path) -> None:
 def _prepare_postgres(settings: Settings, creds: EmbeddedSecrets) -> None:
     home = settings.home_dir
     pgdata = home / "pg"
-    if (pgdata / "PG_VERSION").exists():
-        return
     run_as = _pg_run_as()
+    if (pgdata / "PG_VERSION").exists():
+        if run_as is not None:  # a parent's mode may have changed since initdb
+            _make_traversable(pgdata.parent)
+        return
     if pgdata.exists():  # an initdb that died half-way: start again from nothing
         shutil.rmtree(pgdata)
     pgdata.mkdir(mode=0o700, parents=True)

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from recorder import service
-from recorder.schemas import CameraOut
+from recorder import health, service
+from recorder.schemas import CameraHealthOut, CameraOut, RegionHealthOut
 from vigil.auth.api import SessionDep, allow
 from vigil.catalog.models import Principal, RoleName
 from vigil.redact import redact_url
@@ -23,3 +23,42 @@ def list_cameras(session: SessionDep,
     return [CameraOut.model_validate(c).model_copy(update={"source_url":
                                                            redact_url(c.source_url)})
             for c in service.list_cameras(session=session)]
+
+
+# --- recording health ----------------------------------------------------------------
+
+
+def _health_report(session: SessionDep, principal: Principal, day: str | None, tz: str | None,
+                   region: str | None) -> health.HealthReport:
+    return health.daily_report(session=session, day=day, tz=tz, region_code=region,
+                               scope_region_id=principal.region_id)
+
+
+@router.get("/health/cameras", response_model=list[CameraHealthOut], tags=["health"])
+def camera_health(session: SessionDep, principal: Annotated[Principal, Depends(_readers)],
+                  day: str | None = None, tz: str | None = None,
+                  region: str | None = None) -> list[CameraHealthOut]:
+    """Per camera for ``day`` (YYYY-MM-DD, default today) in ``tz`` (IANA, default UTC),
+    within the caller's scope and optionally a region's subtree (by code)."""
+    report = _health_report(session, principal, day, tz, region)
+    return [CameraHealthOut(
+        id=c.camera_id, name=c.name, region_id=c.region_id, status=c.status,
+        last_chunk_end_at=c.last_chunk_end_at, completeness_day=c.completeness_day,
+        completeness_by_hour=list(c.completeness_by_hour), online_fraction=c.online_fraction,
+        counted=c.counted, online=c.online, good=c.good) for c in report.cameras]
+
+
+@router.get("/health/regions", response_model=list[RegionHealthOut], tags=["health"])
+def region_health(session: SessionDep, principal: Annotated[Principal, Depends(_readers)],
+                  day: str | None = None, tz: str | None = None,
+                  region: str | None = None) -> list[RegionHealthOut]:
+    """The overall row (region_id null) then every region subtree holding cameras."""
+    report = _health_report(session, principal, day, tz, region)
+    return [RegionHealthOut(
+        region_id=None if g.region is None else g.region.id,
+        code=None if g.region is None else g.region.code,
+        name=None if g.region is None else g.region.name,
+        cameras=g.cameras, online=g.online, online_rate=g.online_rate, good=g.good,
+        good_rate=g.good_rate, mean_completeness=g.mean_completeness,
+        online_fraction=g.online_fraction, meets_target=g.meets_target)
+        for g in report.groups]

@@ -56,11 +56,15 @@ def acquire(*, session: Session, recorder_id: str, camera_ids: Iterable[int]) ->
 
 
 def renew(*, session: Session, recorder_id: str) -> set[int]:
-    """Extend every lease this recorder still holds; returns those cameras.
-    A camera missing from the result was lost (expired and taken) and must stop."""
+    """Extend every lease that still names this recorder; returns those cameras.
+
+    An expired lease that nobody took is still ours (expiry only makes it
+    available), so a recorder cut off from the database for longer than the TTL keeps
+    its cameras when it comes back, unless another recorder took them meanwhile. A
+    camera missing from the result was taken and must stop here."""
     rows = session.execute(text("""
         UPDATE camera_leases SET expires_at = now() + make_interval(secs => :ttl_s)
-        WHERE recorder_id = :me AND expires_at >= now()
+        WHERE recorder_id = :me
         RETURNING camera_id"""), {"me": recorder_id, "ttl_s": LEASE_TTL.total_seconds()})
     return set(rows.scalars())
 
@@ -75,6 +79,24 @@ def release(*, session: Session, recorder_id: str, camera_ids: Iterable[int] | N
         session.execute(text("DELETE FROM camera_leases WHERE recorder_id = :me "
                              "AND camera_id = ANY(:ids)"),
                         {"me": recorder_id, "ids": list(camera_ids)})
+
+
+def reap_dead_local(*, session: Session, hostname: str | None = None) -> list[int]:
+    """Free the leases of recorders on this host whose process is gone (a crash, kill
+    -9), so that a restarted recorder resumes at once instead of waiting for expiry.
+    A pid that exists is left alone, whatever it now runs: expiry handles it."""
+    import psutil
+
+    host = hostname or socket.gethostname()
+    rows = session.execute(text("SELECT camera_id, recorder_id FROM camera_leases "
+                                "WHERE recorder_id LIKE :prefix"),
+                           {"prefix": f"{host}:%"}).all()
+    dead = [(r.camera_id, r.recorder_id) for r in rows
+            if not psutil.pid_exists(int(r.recorder_id.split(":")[1]))]
+    for camera_id, recorder_id in dead:
+        session.execute(text("DELETE FROM camera_leases WHERE camera_id = :c "
+                             "AND recorder_id = :r"), {"c": camera_id, "r": recorder_id})
+    return [camera_id for camera_id, _ in dead]
 
 
 def holders(*, session: Session) -> dict[int, str]:

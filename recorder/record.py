@@ -50,6 +50,10 @@ class Fleet:
         database is away (the caller logs it; recording goes on)."""
         with session_scope(self.engine) as session:
             held = leases.renew(session=session, recorder_id=self.recorder_id)
+            reaped = leases.reap_dead_local(session=session)
+        if reaped:
+            log.info("freed the leases of cameras %s: their recorder on this host is gone",
+                     reaped)
         for camera_id in set(self.running) - held:
             log.warning("lease of camera %d lost: another recorder took it", camera_id)
             self._stop_camera(camera_id)

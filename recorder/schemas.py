@@ -21,3 +21,38 @@ class CameraOut(BaseModel):
     status: CameraStatus
     sensitive: bool
     created_at: datetime
+
+
+class CameraHealthOut(BaseModel):
+    """One camera's recording health for a day (recorder.health)."""
+
+    id: int
+    name: str
+    region_id: int | None
+    status: CameraStatus  # now, not at the end of the day
+    last_chunk_end_at: datetime | None  # now, not at the end of the day
+    # Recorded over due seconds; null when nothing was due (created later, the future).
+    completeness_day: float | None
+    # 24 values by local hour of day; null for hours not due (future, before creation,
+    # the hour skipped on a spring-forward day).
+    completeness_by_hour: list[float | None]
+    online_fraction: float | None  # 'recording' seconds over due seconds
+    counted: bool  # enabled and due: part of the day's rates
+    online: bool  # online_fraction >= ONLINE_FRACTION_THRESHOLD
+    good: bool  # completeness_day >= GOOD_COMPLETENESS_THRESHOLD
+
+
+class RegionHealthOut(BaseModel):
+    """A region subtree's health for a day; region_id null: every camera in scope."""
+
+    region_id: int | None
+    code: str | None
+    name: str | None
+    cameras: int  # counted cameras (enabled, due)
+    online: int
+    online_rate: float | None  # online / cameras
+    good: int
+    good_rate: float | None  # good / cameras
+    mean_completeness: float | None  # mean of the cameras' day completeness
+    online_fraction: float | None  # time-weighted over all counted cameras
+    meets_target: bool | None  # online_rate >= TARGET_ONLINE_RATE; null without cameras
