@@ -1,8 +1,9 @@
 """``vigil run`` (what ``make run`` runs): the whole system in the foreground.
 
 Starts the embedded stack (whatever of it is not running), migrates the catalog,
-issues a fresh admin token, starts the API and a worker as child processes, prints
-the API URL and the token, and waits. Ctrl-C (SIGINT) or SIGTERM stops the children
+issues a fresh admin token, registers the synthetic demo camera, starts the API, a
+worker and a recorder as child processes, prints the API URL and the token, and
+waits. Ctrl-C (SIGINT) or SIGTERM stops the children
 and then exactly the servers this run started. If a child dies on its own, the
 rest is stopped too and the exit status is 1.
 """
@@ -28,6 +29,11 @@ from vigil.settings import Settings, child_env
 API_START_TIMEOUT_S: Final = 60.0
 CHILD_STOP_GRACE_S: Final = 20.0
 DEMO_ADMIN: Final = "admin"
+DEMO_CAMERA: Final = "demo"
+# The built-in synthetic camera: a live test pattern, 10 s chunks so that the
+# timeline fills quickly.
+DEMO_CAMERA_URL: Final = "synthetic://?size=640x360&fps=25&gop=50"
+DEMO_CHUNK_S: Final = 10
 
 
 def _spawn(args: list[str], settings: Settings) -> subprocess.Popen[bytes]:
@@ -82,7 +88,9 @@ def run(settings: Settings, *, err: Console) -> int:
         started = stack.up(settings, on_event=lambda m: err.print(f"  {m}"))
         migrate.upgrade()
         token = _issue_admin_token()
+        _ensure_demo_camera()
         children.append(_spawn(["worker"], settings))
+        children.append(_spawn(["record"], settings))
         api = _spawn(["api"], settings)
         children.append(api)
         _wait_for_api(settings, api)
@@ -92,6 +100,8 @@ def run(settings: Settings, *, err: Console) -> int:
         print(f"Admin token: {token}", flush=True)
         print(f'Try:         curl -H "Authorization: Bearer {token}" {url}/api/v1/cameras',
               flush=True)
+        print(f"Recording:   camera {DEMO_CAMERA!r} ({DEMO_CAMERA_URL}); see it with "
+              f"`.venv/bin/vigil timeline {DEMO_CAMERA}`", flush=True)
         print("Press Ctrl-C to stop everything.\n", flush=True)
         while not stop_requested:
             dead = [c for c in children if c.poll() is not None]
@@ -108,6 +118,19 @@ def run(settings: Settings, *, err: Console) -> int:
             signal.signal(sig, handler)
     err.print("stopped")
     return status
+
+
+def _ensure_demo_camera() -> None:
+    from recorder import service as recorder_service
+    from vigil.db import session_scope
+    from vigil.errors import NotFound
+
+    with session_scope() as session:
+        try:
+            recorder_service.get_camera(session=session, name=DEMO_CAMERA)
+        except NotFound:
+            recorder_service.add_camera(session=session, name=DEMO_CAMERA, url=DEMO_CAMERA_URL,
+                                        chunk_seconds=DEMO_CHUNK_S, actor="vigil run")
 
 
 def _issue_admin_token() -> str:

@@ -7,22 +7,37 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from recorder import health, service
-from recorder.schemas import CameraHealthOut, CameraOut, RegionHealthOut
+from recorder.schemas import CameraHealthOut, CameraIn, CameraOut, RegionHealthOut
 from vigil.auth.api import SessionDep, allow
-from vigil.catalog.models import Principal, RoleName
+from vigil.catalog.models import Camera, Principal, RoleName
 from vigil.redact import redact_url
 
 router = APIRouter(prefix="/api/v1", tags=["cameras"])
 
 _readers = allow(RoleName.ADMIN, RoleName.INVESTIGATOR, RoleName.AUDITOR)
+_admins = allow(RoleName.ADMIN)
+
+
+def _out(camera: Camera) -> CameraOut:
+    return CameraOut.model_validate(camera).model_copy(
+        update={"source_url": redact_url(camera.source_url)})
 
 
 @router.get("/cameras", response_model=list[CameraOut])
 def list_cameras(session: SessionDep,
                  _principal: Annotated[Principal, Depends(_readers)]) -> list[CameraOut]:
-    return [CameraOut.model_validate(c).model_copy(update={"source_url":
-                                                           redact_url(c.source_url)})
-            for c in service.list_cameras(session=session)]
+    return [_out(c) for c in service.list_cameras(session=session)]
+
+
+@router.post("/cameras", response_model=CameraOut, status_code=201)
+def add_camera(body: CameraIn, session: SessionDep,
+               principal: Annotated[Principal, Depends(_admins)]) -> CameraOut:
+    """Register a camera; the recorders pick it up within seconds."""
+    camera = service.add_camera(session=session, name=body.name, url=body.url,
+                                region_code=body.region, chunk_seconds=body.chunk_seconds,
+                                actor=principal.name)
+    session.commit()
+    return _out(camera)
 
 
 # --- recording health ----------------------------------------------------------------

@@ -21,9 +21,10 @@ from typing import Any, Final
 import av
 import av.error
 
-from recorder import segmenter
+from recorder import segmenter, sources
 from recorder.service import Sealer, Tip, seal_chunk
 from recorder.spool import ActiveChunk, PendingChunk, PendingGap, Spool
+from vigil.errors import VigilError
 
 log = logging.getLogger("vigil.recorder")
 
@@ -33,6 +34,9 @@ RECONNECT_MAX_S: Final = 30.0
 MAX_CAMERA_CLOCK_SKEW_S: Final = 5.0
 # How long a source may stay silent before the run is declared over.
 READ_TIMEOUT_S: Final = 10.0
+# A chunk may not exceed MAX_CHUNK_WALL_S (600 s); a stream that sends no keyframe
+# for this long cannot be cut, so its run ends here (and the gap says why).
+NO_KEYFRAME_LIMIT_US: Final = 590_000_000
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,8 @@ class CameraRecorder(threading.Thread):
                 self._failed("data", exc)
             except SpoolFull as exc:
                 self._failed("spool", exc)
+            except VigilError as exc:  # e.g. a chunk refused before sealing
+                self._failed("data", exc)
             except (av.error.FFmpegError, OSError) as exc:
                 self._failed("connection", exc)
             if self.stop.is_set():
@@ -126,11 +132,11 @@ class CameraRecorder(threading.Thread):
 
     def _record_run(self) -> int:
         """One connection. Returns the number of chunks sealed."""
-        container = segmenter.open_source(self.camera.url, timeout_s=READ_TIMEOUT_S)
+        source = sources.open_source(self.camera.url, timeout_s=READ_TIMEOUT_S)
         try:
-            return self._demux(container)
+            return self._demux(source.container)
         finally:
-            container.close()
+            source.close()
 
     def _demux(self, container: av.container.InputContainer) -> int:
         if not container.streams.video:
@@ -169,6 +175,9 @@ class CameraRecorder(threading.Thread):
                 self.stats.runs += 1
                 self._set_status("recording")
             elif is_video:
+                if pts_us - run.chunk_first_pts_us >= NO_KEYFRAME_LIMIT_US \
+                        and not packet.is_keyframe:
+                    raise ValueError(f"no keyframe for {NO_KEYFRAME_LIMIT_US // 1_000_000} s")
                 now_signature = segmenter.codec_signature(video)
                 decision = segmenter.decide_cut(
                     elapsed_media_us=pts_us - run.chunk_first_pts_us, target_us=target_us,
@@ -207,6 +216,11 @@ class CameraRecorder(threading.Thread):
         written = run.writer.close()
         media_us = (end_pts_us - run.chunk_first_pts_us if end_pts_us is not None
                     else written.media_duration_us)
+        data = written.path.read_bytes()
+        whole = segmenter.complete_prefix(data)
+        if whole < len(data):  # the writer failed: keep what is whole and playable
+            written.path.write_bytes(data[:whole])
+            media_us = segmenter.probe_media_us(written.path) if whole else 0
         if media_us <= 0:  # nothing playable was written
             self.spool.drop_active(run.active.camera_id, run.active.seq)
             run.writer = None

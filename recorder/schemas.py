@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.catalog.models import CameraStatus
 
@@ -21,6 +21,16 @@ class CameraOut(BaseModel):
     status: CameraStatus
     sensitive: bool
     created_at: datetime
+
+
+class CameraIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    # rtsp://user:pass@host/..., rtmp://, srt://, udp://, http(s):// (HLS), synthetic://
+    url: str = Field(min_length=1, max_length=2000)
+    region: str | None = Field(default=None, max_length=64, description="region code")
+    chunk_seconds: int = Field(default=60, ge=2, le=300)
 
 
 class CameraHealthOut(BaseModel):

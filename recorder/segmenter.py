@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 import av
-import av.container
+import av.bitstream
+import av.error
 import av.stream
 
 # The muxer closes a fragment at least this often, and the writer fsyncs at least
@@ -121,8 +122,18 @@ class ChunkWriter:
         self._file: BinaryIO = os.fdopen(fd, "wb")  # closed in close()
         self._out = av.open(self._file, "w", format="mov", options=dict(MOV_OPTIONS))
         self._map: dict[int, av.stream.Stream] = {}
+        self._bsf: dict[int, av.bitstream.BitStreamFilterContext] = {}
         for stream in streams:
-            self._map[stream.index] = self._out.add_stream_from_template(stream)
+            out_stream = self._out.add_stream_from_template(stream)
+            self._map[stream.index] = out_stream
+            if stream.codec_context.name == "aac" and not stream.codec_context.extradata:
+                # AAC with ADTS headers (MPEG-TS over UDP, SRT, HLS): MP4 wants the
+                # raw frames and an AudioSpecificConfig, which this filter makes.
+                self._bsf[stream.index] = av.bitstream.BitStreamFilterContext(
+                    "aac_adtstoasc", stream, out_stream)
+            # The source container's codec tag (an MPEG-TS stream type, say) means
+            # nothing in MOV: let the muxer choose its own.
+            out_stream.codec_context.codec_tag = "\x00\x00\x00\x00"
         self._first_us: int | None = None
         self._last_end_us: int | None = None
         self._last_sync = time.monotonic()
@@ -133,8 +144,10 @@ class ChunkWriter:
             return
         if packet.stream.type == "video":
             self._track(packet)
-        packet.stream = out_stream
-        self._out.mux(packet)
+        bsf = self._bsf.get(packet.stream.index)
+        for out_packet in (bsf.filter(packet) if bsf is not None else (packet,)):
+            out_packet.stream = out_stream
+            self._out.mux(out_packet)
         if time.monotonic() - self._last_sync >= FSYNC_INTERVAL_S:
             self.sync()
 
@@ -159,7 +172,13 @@ class ChunkWriter:
         return self._last_end_us - self._first_us
 
     def close(self) -> WrittenChunk:
-        self._out.close()
+        """Finish the file. After a failed write the muxer may refuse to finish it;
+        the file then ends at its last whole fragment (the caller checks with
+        ``complete_prefix``), and nothing more is written."""
+        try:
+            self._out.close()
+        except (av.error.FFmpegError, OSError):
+            pass
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
@@ -184,11 +203,3 @@ def probe_media_us(path: Path) -> int:
     if first is None or last_end is None:
         return 0
     return last_end - first
-
-
-def open_source(url: str, *, timeout_s: float = 10.0) -> av.container.InputContainer:
-    """Open a camera or file with PyAV: RTSP over TCP, bounded waits."""
-    options: dict[str, str] = {}
-    if url.startswith(("rtsp://", "rtsps://")):
-        options["rtsp_transport"] = "tcp"
-    return av.open(url, options=options, timeout=timeout_s)

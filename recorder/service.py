@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from recorder.spool import ActiveChunk, PendingChunk, PendingGap
 from vigil import audit, chain, crypto, keys
 from vigil.catalog.models import (
+    MAX_CHUNK_WALL_S,
     Camera,
     ChainHead,
     Checkpoint,
@@ -37,7 +38,7 @@ MAX_CHUNK_S: Final = 300
 # Checkpoints: at least this often per camera whose head moved (issue 3: every minute).
 CHECKPOINT_INTERVAL: Final = timedelta(seconds=30)
 SUPPORTED_SCHEMES: Final = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp",
-                            "tcp", "file")
+                            "tcp", "file", "synthetic")
 
 
 class ChainConflict(IntegrityError):
@@ -138,8 +139,16 @@ def make_sealer(*, session: Session, provider: keys.KeyProvider) -> Sealer:
 def seal_chunk(*, sealer: Sealer, plaintext_path: Path, active: ActiveChunk, start_us: int,
                end_us: int, media_duration_us: int, codec: dict[str, Any]
                ) -> tuple[PendingChunk, bytes]:
-    """Encrypt a finished chunk file and compute its chain hash. Pure but for the read."""
+    """Encrypt a finished chunk file and compute its chain hash. Pure but for the read.
+
+    Refuses what the catalog would refuse, before it is chained: an entry refused
+    at commit would break the chain of every chunk sealed after it."""
     plaintext = plaintext_path.read_bytes()
+    if not plaintext or media_duration_us <= 0 or end_us <= start_us:
+        raise InvalidInput(f"chunk camera {active.camera_id} seq {active.seq} is empty")
+    if end_us - start_us > MAX_CHUNK_WALL_S * 1_000_000:
+        raise InvalidInput(f"chunk camera {active.camera_id} seq {active.seq} spans "
+                           f"{(end_us - start_us) / 1e6:.1f} s, over {MAX_CHUNK_WALL_S} s")
     sealed = crypto.seal(plaintext, camera_id=active.camera_id, seq=active.seq,
                          start_us=start_us)
     link = chain.Link(camera_id=active.camera_id, seq=active.seq, start_us=start_us,

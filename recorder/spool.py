@@ -101,9 +101,10 @@ class Spool:
         self.root = root
         self.active_dir = root / "active"
         self.outbox_dir = root / "outbox"
+        self.quarantine_dir = root / "quarantine"
         self.budget_bytes = budget_bytes
         # Private: active chunks are plaintext until sealed (at most one per camera).
-        for d in (root, self.active_dir, self.outbox_dir):
+        for d in (root, self.active_dir, self.outbox_dir, self.quarantine_dir):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(d, 0o700)
 
@@ -135,7 +136,8 @@ class Spool:
     # --- outbox ----------------------------------------------------------------------
 
     def used_bytes(self) -> int:
-        return sum(p.stat().st_size for d in (self.active_dir, self.outbox_dir)
+        return sum(p.stat().st_size
+                   for d in (self.active_dir, self.outbox_dir, self.quarantine_dir)
                    for p in d.iterdir() if p.is_file())
 
     def has_room(self) -> bool:
@@ -175,6 +177,21 @@ class Spool:
         (self.outbox_dir / f"{entry.name}.json").unlink(missing_ok=True)
         (self.outbox_dir / f"{entry.name}.vch").unlink(missing_ok=True)
         _fsync_dir(self.outbox_dir)
+
+    def quarantine(self, entry: PendingChunk | PendingGap, reason: str) -> None:
+        """Set aside an entry the catalog refuses (a chain conflict, a row that breaks
+        a constraint), so that it neither blocks the entries behind it nor is lost.
+        The reason is kept beside it for the operator."""
+        for suffix in (".vch", ".json"):
+            src = self.outbox_dir / f"{entry.name}{suffix}"
+            if src.exists():
+                os.replace(src, self.quarantine_dir / src.name)
+        _write_durably(self.quarantine_dir / f"{entry.name}.reason", reason.encode())
+        _fsync_dir(self.quarantine_dir)
+        _fsync_dir(self.outbox_dir)
+
+    def quarantined(self) -> list[str]:
+        return sorted(p.stem for p in self.quarantine_dir.glob("*.reason"))
 
     def clean(self) -> None:
         """Remove temporaries and sealed blobs that never got their sidecar."""

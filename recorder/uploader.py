@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from recorder import service
 from recorder.spool import PendingChunk, PendingGap, Spool
@@ -34,6 +34,7 @@ IDLE_POLL_S: Final = 0.5
 @dataclass
 class DrainResult:
     committed: int = 0
+    quarantined: int = 0
     error: str | None = None
 
 
@@ -53,12 +54,19 @@ def drain_once(*, spool: Spool, store: ObjectStore, engine: Engine) -> DrainResu
         except StorageError as exc:
             result.error = f"object store: {exc}"
             return result
-        except (OperationalError, DBAPIError) as exc:
+        except (OperationalError, InterfaceError) as exc:  # unreachable: retry later
             result.error = f"database: {type(exc.orig).__name__ if exc.orig else exc}"
             return result
-        except IntegrityError as exc:  # e.g. a chain conflict: keep the entry, alarm
-            result.error = f"integrity: {exc}"
-            return result
+        except (IntegrityError, DBAPIError) as exc:
+            # Refused for good (a chain conflict, a broken constraint): set it aside
+            # with the reason, loudly, and go on with the entries behind it.
+            reason = str(exc) if isinstance(exc, IntegrityError) else (
+                f"{type(exc.orig).__name__}: {exc.orig}" if exc.orig else str(exc))
+            log.error("ALARM spool entry %s refused by the catalog and quarantined: %s",
+                      entry.name, reason.splitlines()[0])
+            spool.quarantine(entry, reason)
+            result.quarantined += 1
+            continue
         spool.remove(entry)
         result.committed += 1
     return result

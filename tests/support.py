@@ -8,7 +8,7 @@ import socket
 import sys
 from pathlib import Path
 
-from vigil.settings import StackSettings
+from vigil.settings import Settings, StackSettings
 
 # The CLI, run as a child process with this interpreter.
 VIGIL = [sys.executable, "-m", "ops"]
@@ -56,3 +56,10 @@ def environ_with(env: dict[str, str]) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     base.update(env)
     return base
+
+
+def settings_for(env: dict[str, str]) -> Settings:
+    """Settings of a stack described by ``env`` (from ``stack_env``), without touching
+    this process's environment."""
+    ports = {name: int(env[f"VIGIL_STACK_{name.upper()}"]) for name in STACK_PORT_FIELDS}
+    return Settings(home=Path(env["VIGIL_HOME"]), stack=StackSettings(**ports))

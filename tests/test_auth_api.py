@@ -150,3 +150,24 @@ def test_roles_in_code_cover_every_rule() -> None:
     for _method, _path, route in _all_routes():
         for rule in rules_of(route):
             assert rule.roles <= set(RoleName)
+
+
+def test_admins_register_cameras_and_nobody_else(client, make_token) -> None:
+    body = {"name": "gate-1", "url": "rtsp://op:Pw-123456@10.0.0.7/stream1", "chunk_seconds": 30}
+    for role in ("investigator", "auditor", "recorder"):
+        response = client.post("/api/v1/cameras", json=body,
+                               headers={"Authorization": f"Bearer {make_token(role)}"})
+        assert response.status_code == 403
+    admin = {"Authorization": f"Bearer {make_token('admin')}"}
+    created = client.post("/api/v1/cameras", json=body, headers=admin)
+    assert created.status_code == 201
+    assert created.json()["source_url"] == "rtsp://op:***@10.0.0.7/stream1"
+    assert created.json()["chunk_target_s"] == 30
+    assert client.post("/api/v1/cameras", json=body, headers=admin).status_code == 409
+    bad = client.post("/api/v1/cameras", json={**body, "name": "x", "chunk_seconds": 1},
+                      headers=admin)
+    assert bad.status_code == 422
+    assert "Pw-123456" not in bad.text  # input values are never echoed
+    weird = client.post("/api/v1/cameras", json={**body, "name": "y", "url": "gopher://z"},
+                        headers=admin)
+    assert weird.status_code == 422

@@ -11,8 +11,10 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from sqlalchemy import text
 
-from tests.support import VIGIL
+from tests.support import VIGIL, settings_for
+from vigil.db import make_engine
 from vigil.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -70,8 +72,25 @@ def test_run_serves_the_api_and_ctrl_c_stops_everything(own_stack: dict[str, str
         authed = httpx.get(f"{url}/api/v1/cameras", timeout=10,
                            headers={"Authorization": f"Bearer {token}"})
         assert authed.status_code == 200
-        assert authed.json() == []
+        assert [c["name"] for c in authed.json()] == ["demo"]
         assert httpx.get(f"{url}/api/v1/cameras", timeout=10).status_code == 401
+
+        # The demo camera is being recorded: its first chunks reach the catalog.
+        assert any(line.startswith("Recording:") for line in _read_until(
+            run, "Recording:", timeout_s=10) + lines)
+        engine = make_engine(settings_for(own_stack), pool_size=1)
+        try:
+            deadline = time.monotonic() + 60
+            chunks = 0
+            while chunks < 2 and time.monotonic() < deadline:
+                with engine.connect() as conn:
+                    chunks = conn.execute(text(
+                        "SELECT count(*) FROM chunks JOIN cameras c ON c.id = camera_id "
+                        "WHERE c.name = 'demo'")).scalar_one()
+                time.sleep(1)
+            assert chunks >= 2, "the demo camera was not recorded"
+        finally:
+            engine.dispose()
 
         family = [p.pid for p in psutil.Process(run.pid).children(recursive=True)]
         servers = [json.loads(p.read_text())["pid"] for p in (home / "stack").glob("*.pid")]
@@ -95,9 +114,9 @@ def test_run_serves_the_api_and_ctrl_c_stops_everything(own_stack: dict[str, str
     logs["stdout"] = "\n".join(line for line in output
                                if not line.startswith(("Admin token:", "Try:")))
     assert "GET /api/v1/cameras" in logs["stdout"]  # the API did log its requests
-    for path, text in logs.items():
+    for path, content in logs.items():
         for name, secret in [*secrets.items(), ("admin token", token)]:
-            assert secret not in text, f"{name} appears in {path}"
+            assert secret not in content, f"{name} appears in {path}"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

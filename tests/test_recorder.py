@@ -154,3 +154,68 @@ def test_a_flipped_byte_in_storage_fails_decryption_by_name(settings: Settings, 
     store.put(chunk.object_key, bytes(blob))
     with pytest.raises(crypto.ChunkTampered, match=f"camera {camera_id} seq 0"):
         _plaintext(settings, chunk)
+
+
+class _GarbageServer:
+    """A TCP source that answers every connection with random bytes."""
+
+    def __init__(self) -> None:
+        import os
+        import socket
+        import threading
+
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen()
+        self.port = self._sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._urandom = os.urandom
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        self._sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                try:
+                    conn.sendall(self._urandom(512 * 1024))
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sock.close()
+
+
+def test_garbage_is_a_counted_error_and_other_cameras_keep_recording(
+        settings: Settings, engine, caplog: pytest.LogCaptureFixture) -> None:
+    garbage = _GarbageServer()
+    try:
+        with RtspCamera(width=320, height=240, kbps=300) as cam:
+            good_id = _add_camera(cam.url, chunk_seconds=2)
+            bad_id = _add_camera(f"tcp://127.0.0.1:{garbage.port}", chunk_seconds=2)
+            with session_scope() as session:
+                names = [session.get(Camera, i).name for i in (good_id, bad_id)]
+            with caplog.at_level("WARNING", logger="vigil.recorder"):
+                rec = record.start(settings, camera_names=names)
+                try:
+                    time.sleep(10)
+                    bad = next(c for c in rec.cameras if c.camera.id == bad_id)
+                    assert bad.stats.errors >= 1
+                    assert bad.stats.status == "reconnecting"
+                    assert bad.stats.chunks == 0
+                finally:
+                    rec.shutdown()
+    finally:
+        garbage.close()
+    good = _chunks(good_id)
+    assert len(good) >= 3
+    assert all(b.start_at == a.end_at for a, b in zip(good, good[1:], strict=False))
+    assert _chunks(bad_id) == []
+    assert any(f"camera {names[1]}" in r.getMessage() and "error" in r.getMessage()
+               for r in caplog.records)

@@ -18,12 +18,12 @@ from sqlalchemy import Engine, select, text
 
 from recorder import service
 from tests.cameras import RtspCamera
-from tests.support import VIGIL
+from tests.support import VIGIL, settings_for
 from vigil import crypto, keys
 from vigil.catalog.models import Chunk, RecordingGap
 from vigil.db import make_engine, session_scope
 from vigil.objectstore import S3ObjectStore
-from vigil.settings import Settings, StackSettings
+from vigil.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -84,17 +84,11 @@ class Field:
                 start_us=service.dt_to_us(chunk.start_at), sha256=chunk.sha256))
 
 
-def _settings_for(env: dict[str, str]) -> Settings:
-    ports = {name: int(env[f"VIGIL_STACK_{name.upper()}"])
-             for name in StackSettings.model_fields if name.endswith("_port")}
-    return Settings(home=Path(env["VIGIL_HOME"]), stack=StackSettings(**ports))
-
-
 @pytest.fixture
 def field(own_stack: dict[str, str]) -> Iterator[Field]:
     subprocess.run([*VIGIL, "stack", "up"], env=own_stack, check=True, capture_output=True,
                    timeout=180)
-    settings = _settings_for(own_stack)
+    settings = settings_for(own_stack)
     engine = make_engine(settings, pool_size=2)
     with RtspCamera(width=320, height=240, kbps=300) as cam:
         f = Field(env=own_stack, settings=settings, engine=engine, camera=cam,

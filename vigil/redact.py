@@ -16,6 +16,9 @@ def redact_url(url: str) -> str:
     """``url`` with its password and credential-bearing query values replaced."""
     try:
         parts = urlsplit(url)
+        secret_query = any(k.lower() in SECRET_PARAMS for k, _ in parse_qsl(parts.query))
+        if "@" not in parts.netloc and not secret_query:
+            return url  # nothing to hide: keep the URL exactly as written
         netloc = parts.netloc
         if "@" in netloc:
             userinfo, host = netloc.rsplit("@", 1)
