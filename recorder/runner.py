@@ -92,7 +92,7 @@ class CameraRecorder(threading.Thread):
         self._on_status = on_status
         # End of the last chunk recorded (by any process): the next run's gap starts here.
         self._last_run_end_us = last_end_us
-        self._last_failure: str | None = None  # "data" or "connection"
+        self._last_failure: str | None = None  # "data", "spool" or "connection"
 
     # --- the loop --------------------------------------------------------------------
 
@@ -232,7 +232,8 @@ class CameraRecorder(threading.Thread):
                 # The first run of this process follows a recorder stop (or crash);
                 # later runs follow a failed or vanished stream.
                 cause = ("recorder_stopped" if self.stats.runs <= 1 else
-                         "stream_error" if self._last_failure == "data" else "disconnect")
+                         {"data": "stream_error", "spool": "spool_full"}.get(
+                             self._last_failure or "", "disconnect"))
                 self.spool.add_gap(PendingGap(camera_id=self.camera.id,
                                               start_us=self._last_run_end_us,
                                               end_us=start_us, cause=cause,

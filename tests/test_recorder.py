@@ -219,3 +219,21 @@ def test_garbage_is_a_counted_error_and_other_cameras_keep_recording(
     assert _chunks(bad_id) == []
     assert any(f"camera {names[1]}" in r.getMessage() and "error" in r.getMessage()
                for r in caplog.records)
+
+
+def test_a_full_spool_raises_an_alarm_and_starts_no_chunk(
+        settings: Settings, engine, caplog: pytest.LogCaptureFixture) -> None:
+    tight = settings.model_copy(update={"spool_budget_mb": 0})
+    with RtspCamera(width=320, height=240, kbps=300) as cam:
+        camera_id = _add_camera(cam.url, chunk_seconds=2)
+        with session_scope() as session:
+            name = session.get(Camera, camera_id).name
+        with caplog.at_level("ERROR", logger="vigil.recorder"):
+            rec = record.start(tight, camera_names=[name])
+            try:
+                time.sleep(6)
+                assert rec.cameras[0].stats.spool_full
+            finally:
+                rec.shutdown()
+    assert _chunks(camera_id) == []
+    assert any("ALARM spool full" in r.getMessage() for r in caplog.records)

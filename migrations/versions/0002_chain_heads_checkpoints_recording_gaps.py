@@ -47,7 +47,7 @@ def upgrade() -> None:
     sa.Column('camera_id', sa.BigInteger(), nullable=False),
     sa.Column('start_at', postgresql.TIMESTAMP(timezone=True), nullable=False),
     sa.Column('end_at', postgresql.TIMESTAMP(timezone=True), nullable=False),
-    sa.Column('cause', sa.Enum('disconnect', 'stream_error', 'recorder_stopped', name='gap_cause'), nullable=False),
+    sa.Column('cause', sa.Enum('disconnect', 'stream_error', 'recorder_stopped', 'spool_full', name='gap_cause'), nullable=False),
     sa.Column('detail', sa.Text(), server_default='', nullable=False),
     sa.Column('created_at', postgresql.TIMESTAMP(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.CheckConstraint('end_at > start_at', name=op.f('ck_recording_gaps_interval_nonempty')),

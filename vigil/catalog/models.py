@@ -376,6 +376,7 @@ class GapCause(StrEnum):
     DISCONNECT = "disconnect"  # the stream failed or the camera went away
     STREAM_ERROR = "stream_error"  # garbage or truncated input ended the run
     RECORDER_STOPPED = "recorder_stopped"  # shutdown, crash or lease loss
+    SPOOL_FULL = "spool_full"  # the spool reached its disk budget during an outage
 
 
 class RecordingGap(Base):
