@@ -155,7 +155,8 @@ class CameraRecorder(threading.Thread):
     def _copy(self, container: av.container.InputContainer, run: _Run,
               streams: list[av.stream.Stream], video: av.stream.Stream) -> None:
         target_us = self.camera.chunk_target_s * 1_000_000
-        signature = segmenter.codec_signature(video)
+        codec = video.codec_context.name
+        params: bytes | None = None  # the parameter sets the current chunk started with
         for packet in container.demux(streams):
             if self.stop.is_set():
                 break
@@ -163,6 +164,12 @@ class CameraRecorder(threading.Thread):
                 continue
             pts_us = int(packet.pts * packet.time_base * 1_000_000)
             is_video = packet.stream.index == video.index
+            changed = False
+            if is_video and packet.is_keyframe:
+                now_params = segmenter.parameter_sets(bytes(packet), codec)
+                changed = (now_params is not None and params is not None
+                           and now_params != params)
+                params = now_params or params
             if run.writer is None:
                 if not (is_video and packet.is_keyframe):
                     continue  # a chunk starts with a keyframe: it must decode alone
@@ -178,13 +185,13 @@ class CameraRecorder(threading.Thread):
                 if pts_us - run.chunk_first_pts_us >= NO_KEYFRAME_LIMIT_US \
                         and not packet.is_keyframe:
                     raise ValueError(f"no keyframe for {NO_KEYFRAME_LIMIT_US // 1_000_000} s")
-                now_signature = segmenter.codec_signature(video)
                 decision = segmenter.decide_cut(
                     elapsed_media_us=pts_us - run.chunk_first_pts_us, target_us=target_us,
-                    is_video_keyframe=packet.is_keyframe,
-                    params_changed=now_signature != signature and packet.is_keyframe)
+                    is_video_keyframe=packet.is_keyframe, params_changed=changed)
                 if decision.cut:
-                    signature = now_signature
+                    if changed:
+                        log.info("camera %s: codec parameters changed; new chunk",
+                                 self.camera.name)
                     self._finish_chunk(run, container, end_pts_us=pts_us)
                     if not self.spool.has_room():
                         # The run ends here: what follows is lost until the spool

@@ -88,13 +88,47 @@ def complete_prefix(data: bytes) -> int:
     return good if saw_moov else 0
 
 
-def codec_signature(stream: av.stream.Stream) -> tuple[object, ...]:
-    """What must stay the same within one chunk."""
-    ctx = stream.codec_context
-    extradata = bytes(ctx.extradata or b"")
-    if stream.type == "video":
-        return ("video", ctx.name, ctx.width, ctx.height, extradata)
-    return (stream.type, ctx.name, getattr(ctx, "sample_rate", None), extradata)
+# NAL unit types that carry codec parameters: H.264 SPS (7) and PPS (8); HEVC VPS (32),
+# SPS (33) and PPS (34).
+_PARAMETER_NALS: Final = {"h264": {7, 8}, "hevc": {32, 33, 34}}
+
+
+def _nal_units(data: bytes) -> list[bytes]:
+    """NAL units of an access unit, Annex B (start codes, as RTSP and MPEG-TS give
+    them) or length-prefixed (4 bytes, as MP4 files give them)."""
+    if data.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01")):
+        units = []
+        for part in data.split(b"\x00\x00\x01"):
+            part = part.rstrip(b"\x00")
+            if part:
+                units.append(part)
+        return units
+    units, offset = [], 0
+    while offset + 4 <= len(data):
+        (size,) = struct.unpack_from(">I", data, offset)
+        if size == 0 or offset + 4 + size > len(data):
+            break
+        units.append(data[offset + 4:offset + 4 + size])
+        offset += 4 + size
+    return units
+
+
+def parameter_sets(data: bytes, codec: str) -> bytes | None:
+    """The in-band parameter sets of a video access unit, or None if it has none.
+
+    A camera that changes resolution or codec settings sends new ones with the next
+    keyframe: comparing them is how a stream-copying recorder notices, since nothing
+    is decoded.
+    """
+    wanted = _PARAMETER_NALS.get(codec)
+    if not wanted:
+        return None
+    found = []
+    for unit in _nal_units(data):
+        kind = unit[0] & 0x1F if codec == "h264" else (unit[0] >> 1) & 0x3F
+        if kind in wanted:
+            found.append(unit)
+    return b"".join(found) or None
 
 
 # --- the writer (PyAV adapter) -------------------------------------------------------

@@ -66,9 +66,9 @@ def test_a_recording_is_contiguous_encrypted_chained_and_playable(
         settings: Settings, engine, workdir: Path, codec: str, audio: str) -> None:
     with RtspCamera(codec=codec, audio=audio, width=320, height=240, kbps=400) as cam:
         camera_id = _add_camera(cam.url, chunk_seconds=2)
-        _record(settings, camera_id, seconds=12)
+        _record(settings, camera_id, seconds=20)
     chunks = _chunks(camera_id)
-    assert len(chunks) >= 4
+    assert len(chunks) >= 8
     assert [c.seq for c in chunks] == list(range(len(chunks)))
     for before, after in zip(chunks, chunks[1:], strict=False):
         assert after.start_at == before.end_at  # one run: exactly contiguous
@@ -237,3 +237,41 @@ def test_a_full_spool_raises_an_alarm_and_starts_no_chunk(
                 rec.shutdown()
     assert _chunks(camera_id) == []
     assert any("ALARM spool full" in r.getMessage() for r in caplog.records)
+
+
+def test_a_resolution_change_midway_starts_a_new_chunk(settings: Settings, engine,
+                                                       tmp_path: Path) -> None:
+    import subprocess
+
+    import imageio_ffmpeg
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    parts = []
+    for i, size in enumerate(("320x240", "480x272")):
+        part = tmp_path / f"part{i}.ts"
+        subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i",
+                        f"testsrc=size={size}:rate=25", "-t", "4", "-c:v", "libx264",
+                        "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p",
+                        "-output_ts_offset", str(4 * i), str(part)], check=True, timeout=60)
+        parts.append(part.read_bytes())
+    source = tmp_path / "camera.ts"
+    source.write_bytes(b"".join(parts))  # one stream whose resolution changes at 4 s
+
+    camera_id = _add_camera(str(source), chunk_seconds=60)
+    with session_scope() as session:
+        name = session.get(Camera, camera_id).name
+    rec = record.start(settings, camera_names=[name])
+    try:
+        time.sleep(2)  # a file is read at once; the first run is over by then
+    finally:
+        rec.shutdown()
+    first, second = _chunks(camera_id)[:2]
+    assert second.start_at == first.end_at
+    assert abs(first.media_duration_us - 4_000_000) <= 40_000
+    sizes = []
+    for chunk in (first, second):
+        media = tmp_path / f"{chunk.seq}.mov"
+        media.write_bytes(_plaintext(settings, chunk))
+        with av.open(str(media)) as c:
+            sizes.append({(f.width, f.height) for f in c.decode(video=0)})
+    assert sizes == [{(320, 240)}, {(480, 272)}]

@@ -92,3 +92,18 @@ def test_a_chunk_cut_short_is_recovered_to_its_last_whole_fragment(tmp_path: Pat
     assert recovered_frames == sorted(recovered_frames)
     assert recovered_frames[-1] >= 150 - 25 - len(data) // 13 // 100
     assert complete_prefix(data) == len(data)
+
+
+def test_parameter_sets_are_found_in_both_framings() -> None:
+    from recorder.segmenter import parameter_sets
+
+    sps, pps, idr = b"\x67\x42\x00\x1f\xaa", b"\x68\xce\x3c\x80", b"\x65\x88\x84\x00"
+    annex_b = b"\x00\x00\x00\x01" + sps + b"\x00\x00\x00\x01" + pps + b"\x00\x00\x01" + idr
+    length_prefixed = b"".join(len(u).to_bytes(4, "big") + u for u in (sps, pps, idr))
+    assert parameter_sets(annex_b, "h264") == sps + pps
+    assert parameter_sets(length_prefixed, "h264") == sps + pps
+    assert parameter_sets(b"\x00\x00\x01" + idr, "h264") is None
+    vps, hevc_sps = b"\x40\x01\x0c", b"\x42\x01\x01"  # NAL types 32 and 33
+    assert parameter_sets(b"\x00\x00\x01" + vps + b"\x00\x00\x01" + hevc_sps, "hevc") \
+        == vps + hevc_sps
+    assert parameter_sets(annex_b, "mpeg4") is None
