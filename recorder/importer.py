@@ -344,7 +344,7 @@ def cut_file(container: av.container.InputContainer, *, workdir: Path, target_us
     skipping what precedes the first video keyframe, as a live run does."""
     video = container.streams.video[0]
     streams = [video, *container.streams.audio[:1]]
-    signature = segmenter.codec_signature(video)
+    watch = segmenter.ParameterWatch(video.codec_context.name)
     cuts: list[CutChunk] = []
     writer: segmenter.ChunkWriter | None = None
     first_us = chunk_first_us = 0
@@ -354,19 +354,17 @@ def cut_file(container: av.container.InputContainer, *, workdir: Path, target_us
             continue
         pts_us = int(packet.pts * packet.time_base * 1_000_000)
         is_video = packet.stream.index == video.index
+        changed = is_video and watch.changed(packet)
         if writer is None:
             if not (is_video and packet.is_keyframe):
                 continue  # a chunk starts with a keyframe: it must decode alone
             first_us = chunk_first_us = pts_us
             writer, codec = _start_chunk(workdir, 0, streams)
         elif is_video:
-            now_signature = segmenter.codec_signature(video)
             decision = segmenter.decide_cut(
                 elapsed_media_us=pts_us - chunk_first_us, target_us=target_us,
-                is_video_keyframe=packet.is_keyframe,
-                params_changed=now_signature != signature and packet.is_keyframe)
+                is_video_keyframe=packet.is_keyframe, params_changed=changed)
             if decision.cut:
-                signature = now_signature
                 media_us = pts_us - chunk_first_us
                 check_media_us(media_us, offset_us=chunk_first_us - first_us, name=name)
                 writer.close()

@@ -155,8 +155,7 @@ class CameraRecorder(threading.Thread):
     def _copy(self, container: av.container.InputContainer, run: _Run,
               streams: list[av.stream.Stream], video: av.stream.Stream) -> None:
         target_us = self.camera.chunk_target_s * 1_000_000
-        codec = video.codec_context.name
-        params: bytes | None = None  # the parameter sets the current chunk started with
+        watch = segmenter.ParameterWatch(video.codec_context.name)
         for packet in container.demux(streams):
             if self.stop.is_set():
                 break
@@ -164,12 +163,7 @@ class CameraRecorder(threading.Thread):
                 continue
             pts_us = int(packet.pts * packet.time_base * 1_000_000)
             is_video = packet.stream.index == video.index
-            changed = False
-            if is_video and packet.is_keyframe:
-                now_params = segmenter.parameter_sets(bytes(packet), codec)
-                changed = (now_params is not None and params is not None
-                           and now_params != params)
-                params = now_params or params
+            changed = is_video and watch.changed(packet)
             if run.writer is None:
                 if not (is_video and packet.is_keyframe):
                     continue  # a chunk starts with a keyframe: it must decode alone

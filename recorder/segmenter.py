@@ -237,3 +237,22 @@ def probe_media_us(path: Path) -> int:
     if first is None or last_end is None:
         return 0
     return last_end - first
+
+
+class ParameterWatch:
+    """Notices, at keyframes, when a stream's in-band parameter sets change."""
+
+    def __init__(self, codec: str) -> None:
+        self._codec = codec
+        self._current: bytes | None = None
+
+    def changed(self, packet: av.Packet) -> bool:
+        """True at a keyframe whose parameter sets differ from those seen before."""
+        if not packet.is_keyframe:
+            return False
+        now = parameter_sets(bytes(packet), self._codec)
+        if now is None:
+            return False
+        changed = self._current is not None and now != self._current
+        self._current = now
+        return changed
