@@ -427,12 +427,14 @@ def seal_and_store(*, cuts: Sequence[CutChunk], placed: Sequence[tuple[int, int]
         active = ActiveChunk(camera_id=camera_id, seq=tip.seq + 1,
                              prev_chain_hash=tip.chain_hash.hex(), anchor_us=start_us,
                              clock_source=ClockSource.IMPORT.value, first_of_run=index == 0)
-        chunk, blob = service.seal_chunk(sealer=sealer, plaintext_path=cut.path,
-                                         active=active, start_us=start_us, end_us=end_us,
-                                         media_duration_us=cut.media_duration_us,
-                                         codec=cut.codec)
-        store.put(chunk.object_key, blob)
+        sealed_path = cut.path.with_suffix(".vch")
+        chunk = service.seal_chunk(sealer=sealer, plaintext_path=cut.path,
+                                   sealed_path=sealed_path, active=active,
+                                   start_us=start_us, end_us=end_us,
+                                   media_duration_us=cut.media_duration_us, codec=cut.codec)
         cut.path.unlink()
+        store.put_file(chunk.object_key, sealed_path, sha256_hex=chunk.stored_sha256)
+        sealed_path.unlink()
         pending.append(chunk)
         tip = service.Tip(chunk.seq, bytes.fromhex(chunk.chain_hash))
         progress.storing(done=index + 1, total=len(cuts))

@@ -217,10 +217,9 @@ class CameraRecorder(threading.Thread):
         written = run.writer.close()
         media_us = (end_pts_us - run.chunk_first_pts_us if end_pts_us is not None
                     else written.media_duration_us)
-        data = written.path.read_bytes()
-        whole = segmenter.complete_prefix(data)
-        if whole < len(data):  # the writer failed: keep what is whole and playable
-            written.path.write_bytes(data[:whole])
+        size = written.path.stat().st_size
+        whole = segmenter.truncate_to_whole_fragments(written.path)
+        if whole < size:  # the writer failed: keep what is whole and playable
             media_us = segmenter.probe_media_us(written.path) if whole else 0
         if media_us <= 0:  # nothing playable was written
             self.spool.drop_active(run.active.camera_id, run.active.seq)
@@ -244,10 +243,11 @@ class CameraRecorder(threading.Thread):
             start_us = run.next_start_us
         end_us = start_us + media_us
         active = ActiveChunk(**{**run.active.__dict__, "clock_source": run.clock_source})
-        pending, blob = seal_chunk(sealer=self.sealer, plaintext_path=written.path,
-                                   active=active, start_us=start_us, end_us=end_us,
-                                   media_duration_us=media_us, codec=run.codec)
-        self.spool.add_chunk(pending, blob)
+        pending = seal_chunk(sealer=self.sealer, plaintext_path=written.path,
+                             sealed_path=self.spool.sealing_path(active.camera_id, active.seq),
+                             active=active, start_us=start_us, end_us=end_us,
+                             media_duration_us=media_us, codec=run.codec)
+        self.spool.add_chunk(pending)
         self.spool.drop_active(active.camera_id, active.seq)
         self.tip = Tip(active.seq, bytes.fromhex(pending.chain_hash))
         run.next_start_us = end_us
@@ -295,12 +295,10 @@ def recover_active(*, spool: Spool, sealer: Sealer) -> list[int]:
     """
     advanced = []
     for info, media in spool.active_chunks():
-        data = media.read_bytes() if media.exists() else b""
-        keep = segmenter.complete_prefix(data)
+        keep = segmenter.truncate_to_whole_fragments(media) if media.exists() else 0
         if keep == 0:
             spool.drop_active(info.camera_id, info.seq)
             continue
-        media.write_bytes(data[:keep])
         media_us = segmenter.probe_media_us(media)
         if media_us <= 0:
             spool.drop_active(info.camera_id, info.seq)
@@ -311,10 +309,11 @@ def recover_active(*, spool: Spool, sealer: Sealer) -> list[int]:
         else:
             start_us, source = info.anchor_us, info.clock_source
         active = ActiveChunk(**{**info.__dict__, "clock_source": source})
-        pending, blob = seal_chunk(sealer=sealer, plaintext_path=media, active=active,
-                                   start_us=start_us, end_us=start_us + media_us,
-                                   media_duration_us=media_us, codec={"recovered": True})
-        spool.add_chunk(pending, blob)
+        pending = seal_chunk(sealer=sealer, plaintext_path=media,
+                             sealed_path=spool.sealing_path(info.camera_id, info.seq),
+                             active=active, start_us=start_us, end_us=start_us + media_us,
+                             media_duration_us=media_us, codec={"recovered": True})
+        spool.add_chunk(pending)
         spool.drop_active(info.camera_id, info.seq)
         advanced.append(info.camera_id)
     return advanced

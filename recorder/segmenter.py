@@ -58,25 +58,37 @@ def decide_cut(*, elapsed_media_us: int, target_us: int, is_video_keyframe: bool
 
 
 def complete_prefix(data: bytes) -> int:
+    """``complete_prefix_of`` for bytes in memory."""
+    import io
+
+    return complete_prefix_of(io.BytesIO(data), len(data))
+
+
+def complete_prefix_of(f: BinaryIO, size: int) -> int:
     """Length of the longest prefix of a fragmented MP4 made of whole top-level boxes,
     ending after a complete fragment (or after the header when none is complete).
 
-    Used to recover a chunk whose writing was cut short by a crash. Returns 0 when
-    not even the header (``moov``) is complete: nothing is recoverable.
+    Used to recover a chunk whose writing was cut short by a crash; reads only box
+    headers. Returns 0 when not even the header (``moov``) is complete: nothing is
+    recoverable.
     """
     offset, good = 0, 0
     saw_moof = saw_moov = False
-    while offset + 8 <= len(data):
-        size, kind = struct.unpack_from(">I4s", data, offset)
-        header = 8
-        if size == 1:
-            if offset + 16 > len(data):
-                break
-            (size,) = struct.unpack_from(">Q", data, offset + 8)
-            header = 16
-        if size < header or offset + size > len(data):
+    while offset + 8 <= size:
+        f.seek(offset)
+        head = f.read(16)
+        if len(head) < 8:
             break
-        offset += size
+        box_size, kind = struct.unpack_from(">I4s", head)
+        header = 8
+        if box_size == 1:
+            if len(head) < 16:
+                break
+            (box_size,) = struct.unpack_from(">Q", head, 8)
+            header = 16
+        if box_size < header or offset + box_size > size:
+            break
+        offset += box_size
         if kind == b"moof":
             saw_moof = True
         elif kind == b"mdat" and saw_moof:
@@ -86,6 +98,18 @@ def complete_prefix(data: bytes) -> int:
             saw_moov = saw_moov or kind == b"moov"
             good = offset
     return good if saw_moov else 0
+
+
+def truncate_to_whole_fragments(path: Path) -> int:
+    """Cut a chunk file to its last whole fragment; returns the bytes kept (0: none)."""
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        keep = complete_prefix_of(f, size)
+        if keep < size:
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+    return keep
 
 
 # NAL unit types that carry codec parameters: H.264 SPS (7) and PPS (8); HEVC VPS (32),

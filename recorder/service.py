@@ -5,6 +5,7 @@ Keyword-only, typed, takes the session, only flushes; the caller commits.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -136,38 +137,45 @@ def make_sealer(*, session: Session, provider: keys.KeyProvider) -> Sealer:
     return Sealer(provider=provider, kek_id=kek.id, kek_ref=kek.provider_ref)
 
 
-def seal_chunk(*, sealer: Sealer, plaintext_path: Path, active: ActiveChunk, start_us: int,
-               end_us: int, media_duration_us: int, codec: dict[str, Any]
-               ) -> tuple[PendingChunk, bytes]:
-    """Encrypt a finished chunk file and compute its chain hash. Pure but for the read.
+def seal_chunk(*, sealer: Sealer, plaintext_path: Path, sealed_path: Path,
+               active: ActiveChunk, start_us: int, end_us: int, media_duration_us: int,
+               codec: dict[str, Any]) -> PendingChunk:
+    """Encrypt a finished chunk file into ``sealed_path`` (fsync'ed) and compute its
+    chain hash; streams in blocks, so memory does not grow with the chunk.
 
     Refuses what the catalog would refuse, before it is chained: an entry refused
     at commit would break the chain of every chunk sealed after it."""
-    plaintext = plaintext_path.read_bytes()
-    if not plaintext or media_duration_us <= 0 or end_us <= start_us:
+    plaintext_bytes = plaintext_path.stat().st_size
+    if plaintext_bytes == 0 or media_duration_us <= 0 or end_us <= start_us:
         raise InvalidInput(f"chunk camera {active.camera_id} seq {active.seq} is empty")
     if end_us - start_us > MAX_CHUNK_WALL_S * 1_000_000:
         raise InvalidInput(f"chunk camera {active.camera_id} seq {active.seq} spans "
                            f"{(end_us - start_us) / 1e6:.1f} s, over {MAX_CHUNK_WALL_S} s")
-    sealed = crypto.seal(plaintext, camera_id=active.camera_id, seq=active.seq,
-                         start_us=start_us)
+    with open(plaintext_path, "rb") as src:
+        plaintext_sha256 = crypto.sha256_of(src)
+        src.seek(0)
+        fd = os.open(sealed_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as dst:
+            sealed = crypto.seal_stream(src, dst, camera_id=active.camera_id, seq=active.seq,
+                                        start_us=start_us, plaintext_sha256=plaintext_sha256)
+            dst.flush()
+            os.fsync(dst.fileno())
     link = chain.Link(camera_id=active.camera_id, seq=active.seq, start_us=start_us,
                       end_us=end_us, media_duration_us=media_duration_us,
-                      plaintext_bytes=len(plaintext), sha256=sealed.slot.sha256,
+                      plaintext_bytes=plaintext_bytes, sha256=plaintext_sha256,
                       clock_source=active.clock_source)
-    prev = bytes.fromhex(active.prev_chain_hash)
-    pending = PendingChunk(
+    return PendingChunk(
         camera_id=active.camera_id, seq=active.seq, start_us=start_us, end_us=end_us,
         media_duration_us=media_duration_us, clock_source=active.clock_source,
-        plaintext_bytes=len(plaintext), stored_bytes=len(sealed.blob),
-        sha256=sealed.slot.sha256.hex(), prev_chain_hash=active.prev_chain_hash,
-        chain_hash=chain.chain_hash(prev, link).hex(),
+        plaintext_bytes=plaintext_bytes, stored_bytes=sealed.stored_bytes,
+        sha256=plaintext_sha256.hex(), prev_chain_hash=active.prev_chain_hash,
+        chain_hash=chain.chain_hash(bytes.fromhex(active.prev_chain_hash), link).hex(),
         object_key=object_key_for(camera_id=active.camera_id, seq=active.seq,
                                   start_us=start_us),
         kek_id=sealer.kek_id,
         wrapped_key=sealer.provider.wrap(sealer.kek_ref, sealed.data_key).hex(),
+        stored_sha256=sealed.stored_sha256.hex(),
         codec=codec)
-    return pending, sealed.blob
 
 
 def commit_chunk(*, session: Session, pending: PendingChunk) -> bool:

@@ -17,13 +17,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from vigil.errors import StorageError
-
 SIDECAR_VERSION: Final = 1
+# How stale the spool's size may be when a camera asks whether it may start a chunk.
+ROOM_CHECK_INTERVAL_S: Final = 1.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class PendingChunk:
     object_key: str
     kek_id: int
     wrapped_key: str  # hex
+    stored_sha256: str = ""  # hex, of the sealed object's bytes
     codec: dict[str, Any] = field(default_factory=dict)
     kind: str = "chunk"
 
@@ -103,6 +106,9 @@ class Spool:
         self.outbox_dir = root / "outbox"
         self.quarantine_dir = root / "quarantine"
         self.budget_bytes = budget_bytes
+        self._room_lock = threading.Lock()
+        self._room = True
+        self._room_checked_at = float("-inf")
         # Private: active chunks are plaintext until sealed (at most one per camera).
         for d in (root, self.active_dir, self.outbox_dir, self.quarantine_dir):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -136,18 +142,41 @@ class Spool:
     # --- outbox ----------------------------------------------------------------------
 
     def used_bytes(self) -> int:
-        return sum(p.stat().st_size
-                   for d in (self.active_dir, self.outbox_dir, self.quarantine_dir)
-                   for p in d.iterdir() if p.is_file())
+        """Bytes in the spool. Other threads add and remove files meanwhile: a file
+        that vanishes between listing and stat simply no longer counts."""
+        total = 0
+        for d in (self.active_dir, self.outbox_dir, self.quarantine_dir):
+            with os.scandir(d) as entries:
+                for entry in entries:
+                    try:
+                        total += entry.stat().st_size
+                    except FileNotFoundError:
+                        continue
+        return total
 
     def has_room(self) -> bool:
-        return self.used_bytes() < self.budget_bytes
+        """Whether the spool is under its budget; measured at most once per
+        ``ROOM_CHECK_INTERVAL_S`` for all cameras together."""
+        now = time.monotonic()
+        with self._room_lock:
+            if now - self._room_checked_at >= ROOM_CHECK_INTERVAL_S:
+                self._room = self.used_bytes() < self.budget_bytes
+                self._room_checked_at = now
+            return self._room
 
-    def add_chunk(self, pending: PendingChunk, blob: bytes) -> None:
-        """Put a sealed chunk into the outbox: blob first, then the sidecar that
-        makes it an entry; a crash between the two leaves a blob with no entry,
-        which ``clean`` removes after its active source was re-sealed."""
-        _write_durably(self.outbox_dir / f"{pending.name}.vch", blob)
+    def sealing_path(self, camera_id: int, seq: int) -> Path:
+        """Where a chunk is sealed to before it enters the outbox (``add_chunk``)."""
+        return self.outbox_dir / f"{camera_id:08d}-{seq:020d}.vch.tmp"
+
+    def blob_path(self, pending: PendingChunk) -> Path:
+        return self.outbox_dir / f"{pending.name}.vch"
+
+    def add_chunk(self, pending: PendingChunk) -> None:
+        """Put a chunk sealed (and fsync'ed) at ``sealing_path`` into the outbox: the
+        sealed file first, then the sidecar that makes it an entry; a crash between
+        the two leaves a file with no entry, which ``clean`` removes after its active
+        source was re-sealed."""
+        os.replace(self.sealing_path(pending.camera_id, pending.seq), self.blob_path(pending))
         _write_durably(self.outbox_dir / f"{pending.name}.json",
                        json.dumps({"v": SIDECAR_VERSION, **asdict(pending)}).encode())
         _fsync_dir(self.outbox_dir)
@@ -166,11 +195,6 @@ class Spool:
             entries.append(PendingGap(**raw) if raw["kind"] == "gap" else PendingChunk(**raw))
         return sorted(entries, key=lambda e: (e.camera_id, e.start_us, e.kind == "chunk"))
 
-    def blob(self, pending: PendingChunk) -> bytes:
-        try:
-            return (self.outbox_dir / f"{pending.name}.vch").read_bytes()
-        except FileNotFoundError:
-            raise StorageError(f"spool entry {pending.name} lost its sealed file") from None
 
     def remove(self, entry: PendingChunk | PendingGap) -> None:
         """Called only after the entry's catalog row is committed (invariant I2)."""

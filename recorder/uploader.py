@@ -44,7 +44,10 @@ def drain_once(*, spool: Spool, store: ObjectStore, engine: Engine) -> DrainResu
     for entry in spool.pending():
         try:
             if isinstance(entry, PendingChunk):
-                store.put(entry.object_key, spool.blob(entry))
+                blob = spool.blob_path(entry)
+                if not blob.exists():
+                    raise StorageError(f"spool entry {entry.name} lost its sealed file")
+                store.put_file(entry.object_key, blob, sha256_hex=entry.stored_sha256)
                 with session_scope(engine) as session:
                     service.commit_chunk(session=session, pending=entry)
             else:

@@ -154,3 +154,23 @@ def test_checkpoints_verify_only_under_their_key() -> None:
     other = Ed25519PrivateKey.generate()
     with pytest.raises(chain.CheckpointInvalid, match="names key"):
         chain.verify_checkpoint(other.public_key(), cp, sig)
+
+
+def test_streamed_sealing_gives_the_same_format(tmp_path: Path) -> None:
+    import hashlib
+    import io
+
+    plaintext = os.urandom(3 * crypto.STREAM_BLOCK_BYTES + 123)
+    digest = hashlib.sha256(plaintext).digest()
+    out = io.BytesIO()
+    sealed = crypto.seal_stream(io.BytesIO(plaintext), out, camera_id=3, seq=9, start_us=5,
+                                plaintext_sha256=digest)
+    blob = out.getvalue()
+    assert sealed.stored_bytes == len(blob)
+    assert sealed.stored_sha256 == hashlib.sha256(blob).digest()
+    assert crypto.open_sealed(blob, data_key=sealed.data_key, slot=sealed.slot) == plaintext
+    out2 = io.BytesIO()  # a wrong claimed hash is caught when the chunk is opened
+    lying = crypto.seal_stream(io.BytesIO(plaintext), out2, camera_id=3, seq=9, start_us=5,
+                               plaintext_sha256=bytes(32))
+    with pytest.raises(crypto.ChunkTampered, match="does not match its recorded SHA-256"):
+        crypto.open_sealed(out2.getvalue(), data_key=lying.data_key, slot=lying.slot)

@@ -81,3 +81,17 @@ def test_an_unreachable_store_is_a_storage_error(settings: Settings) -> None:
                       lambda: list(store.list())):
         with pytest.raises(StorageError, match="unreachable"):
             operation()
+
+
+def test_put_file_streams_and_verifies(store: S3ObjectStore, tmp_path) -> None:
+    data = os.urandom(9 * 1024 * 1024 + 5)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    stored = store.put_file("big/one", path, sha256_hex=digest)
+    assert stored.size_bytes == len(data)
+    assert store.sha256_of("big/one") == digest
+    from vigil.errors import IntegrityError
+
+    with pytest.raises(IntegrityError, match="not the"):
+        store.put_file("big/two", path, sha256_hex="0" * 64)  # a wrong claimed hash

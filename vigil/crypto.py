@@ -23,9 +23,10 @@ import json
 import os
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import BinaryIO, Final
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vigil.errors import IntegrityError
@@ -36,6 +37,10 @@ DATA_KEY_BYTES: Final = 32  # AES-256
 NONCE_BYTES: Final = 12  # GCM's standard nonce; a fresh key per chunk makes reuse moot
 # A header is a few hundred bytes; anything larger is not ours.
 MAX_HEADER_BYTES: Final = 4096
+TAG_BYTES: Final = 16
+# Streaming sealing reads and writes this much at a time: memory stays flat whatever
+# the chunk's size (a 60 s chunk of a 4 Mbit/s camera is 30 MB).
+STREAM_BLOCK_BYTES: Final = 1 << 20
 _PREFIX = struct.Struct(">4sBI")
 _AAD_DOMAIN: Final = b"vigil-chunk-v1\x00"
 
@@ -92,6 +97,51 @@ def seal(plaintext: bytes, *, camera_id: int, seq: int, start_us: int) -> Sealed
     ciphertext = AESGCM(data_key).encrypt(nonce, plaintext, slot.aad() + header)
     blob = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header + ciphertext
     return Sealed(blob=blob, data_key=data_key, slot=slot)
+
+
+@dataclass(frozen=True)
+class SealedFile:
+    data_key: bytes  # plaintext data key: wrap it, store it wrapped, then forget it
+    slot: Slot
+    stored_bytes: int
+    stored_sha256: bytes  # of the object's bytes, as the object store must return them
+
+
+def sha256_of(src: BinaryIO) -> bytes:
+    digest = hashlib.sha256()
+    while block := src.read(STREAM_BLOCK_BYTES):
+        digest.update(block)
+    return digest.digest()
+
+
+def seal_stream(src: BinaryIO, dst: BinaryIO, *, camera_id: int, seq: int, start_us: int,
+                plaintext_sha256: bytes) -> SealedFile:
+    """``seal`` from a file to a file in fixed-size blocks; the same object format.
+
+    ``plaintext_sha256`` must be the hash of what ``src`` yields (it is bound into the
+    associated data before any byte is encrypted; ``open_sealed`` re-checks it).
+    """
+    slot = Slot(camera_id=camera_id, seq=seq, start_us=start_us, sha256=plaintext_sha256)
+    data_key = AESGCM.generate_key(bit_length=DATA_KEY_BYTES * 8)
+    nonce = os.urandom(NONCE_BYTES)
+    header = _canonical({"camera_id": camera_id, "seq": seq, "start_us": start_us,
+                         "sha256": plaintext_sha256.hex(), "nonce": nonce.hex()})
+    encryptor = Cipher(algorithms.AES(data_key), modes.GCM(nonce)).encryptor()
+    encryptor.authenticate_additional_data(slot.aad() + header)
+    stored = hashlib.sha256()
+
+    def emit(data: bytes) -> None:
+        dst.write(data)
+        stored.update(data)
+
+    emit(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header)
+    total = _PREFIX.size + len(header) + TAG_BYTES
+    while block := src.read(STREAM_BLOCK_BYTES):
+        emit(encryptor.update(block))
+        total += len(block)
+    emit(encryptor.finalize() + encryptor.tag)
+    return SealedFile(data_key=data_key, slot=slot, stored_bytes=total,
+                      stored_sha256=stored.digest())
 
 
 def read_header(blob: bytes) -> dict[str, object]:

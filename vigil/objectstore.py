@@ -12,6 +12,7 @@ import hashlib
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, Protocol
 from urllib.parse import urlsplit
 
@@ -24,6 +25,9 @@ from vigil.settings import Settings
 
 # User metadata key holding the SHA-256 of an object's bytes, set on every put.
 SHA256_META: Final = "x-amz-meta-vigil-sha256"
+# Uploads up to this size are one PUT; larger ones go in parts of this size.
+UPLOAD_PART_BYTES: Final = 64 * 1024 * 1024
+READ_BLOCK_BYTES: Final = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class StoredObject:
 
 class ObjectStore(Protocol):
     def put(self, key: str, data: bytes) -> StoredObject: ...
+    def put_file(self, key: str, path: Path, *, sha256_hex: str) -> StoredObject: ...
     def get(self, key: str) -> bytes: ...
     def stat(self, key: str) -> StoredObject: ...
     def delete(self, key: str) -> None: ...
@@ -105,6 +110,48 @@ class S3ObjectStore:
                 f"{key}: the store holds {stored.size_bytes} bytes with hash "
                 f"{readback}, not the {len(data)} bytes with hash {digest} written")
         return stored
+
+    def put_file(self, key: str, path: Path, *, sha256_hex: str) -> StoredObject:
+        """Store a file whose SHA-256 the caller computed while writing it; verify by
+        hashing a streamed read-back, so memory stays flat for any size."""
+        full = self._full(key)
+        size = path.stat().st_size
+        try:
+            with open(path, "rb") as f:
+                self._client.put_object(self._bucket, full, f, size,
+                                        metadata={SHA256_META: sha256_hex},
+                                        part_size=UPLOAD_PART_BYTES)
+        except S3Error as exc:
+            raise StorageError(f"storing {key} failed: {exc.code}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise StorageError(f"storing {key} failed: object store unreachable") from exc
+        stored = self.stat(key)
+        readback = self.sha256_of(key)
+        if stored.size_bytes != size or readback != sha256_hex:
+            raise IntegrityError(
+                f"{key}: the store holds {stored.size_bytes} bytes with hash "
+                f"{readback}, not the {size} bytes with hash {sha256_hex} written")
+        return stored
+
+    def sha256_of(self, key: str) -> str:
+        """SHA-256 of an object's bytes, streamed."""
+        full = self._full(key)
+        digest = hashlib.sha256()
+        try:
+            response = self._client.get_object(self._bucket, full)
+            try:
+                for block in response.stream(READ_BLOCK_BYTES):
+                    digest.update(block)
+            finally:
+                response.close()
+                response.release_conn()
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject"):
+                raise NotFound(f"object {key} does not exist") from exc
+            raise StorageError(f"reading {key} failed: {exc.code}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise StorageError(f"reading {key} failed: object store unreachable") from exc
+        return digest.hexdigest()
 
     def get(self, key: str) -> bytes:
         full = self._full(key)
