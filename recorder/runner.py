@@ -161,7 +161,7 @@ class CameraRecorder(threading.Thread):
                 break
             if packet.dts is None or packet.pts is None:
                 continue
-            pts_us = int(packet.pts * packet.time_base * 1_000_000)
+            pts_us = segmenter.ticks_to_us(packet.pts, packet.time_base)
             is_video = packet.stream.index == video.index
             changed = is_video and watch.changed(packet)
             if run.writer is None:

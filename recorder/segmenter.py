@@ -13,6 +13,7 @@ import os
 import struct
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -33,6 +34,13 @@ MOV_OPTIONS: Final = {
 
 
 # --- pure policy ---------------------------------------------------------------------
+
+
+def ticks_to_us(ticks: int, time_base: Fraction) -> int:
+    """Media time in microseconds, in integers: Fraction arithmetic on every packet
+    was a measurable share of the recorder's CPU."""
+    return ticks * time_base.numerator * 1_000_000 // time_base.denominator
+
 
 
 @dataclass(frozen=True)
@@ -211,8 +219,8 @@ class ChunkWriter:
 
     def _track(self, packet: av.Packet) -> None:
         tb = packet.time_base
-        start_us = int((packet.pts if packet.pts is not None else packet.dts) * tb * 1_000_000)
-        end_us = start_us + int((packet.duration or 0) * tb * 1_000_000)
+        start_us = ticks_to_us(packet.pts if packet.pts is not None else packet.dts, tb)
+        end_us = start_us + ticks_to_us(packet.duration or 0, tb)
         if self._first_us is None or start_us < self._first_us:
             self._first_us = start_us
         if self._last_end_us is None or end_us > self._last_end_us:
@@ -254,8 +262,8 @@ def probe_media_us(path: Path) -> int:
             if packet.dts is None:
                 continue
             tb = packet.time_base
-            start = int((packet.pts if packet.pts is not None else packet.dts) * tb * 1e6)
-            end = start + int((packet.duration or 0) * tb * 1e6)
+            start = ticks_to_us(packet.pts if packet.pts is not None else packet.dts, tb)
+            end = start + ticks_to_us(packet.duration or 0, tb)
             first = start if first is None else min(first, start)
             last_end = end if last_end is None else max(last_end, end)
     if first is None or last_end is None:
