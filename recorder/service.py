@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from recorder.spool import ActiveChunk, PendingChunk, PendingGap
-from vigil import audit, chain, crypto, keys
+from vigil import audit, chain, chunks, crypto, keys
 from vigil.catalog.models import (
     MAX_CHUNK_WALL_S,
     Camera,
@@ -53,7 +53,7 @@ def us_to_dt(us: int) -> datetime:
 
 
 def dt_to_us(at: datetime) -> int:
-    return (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    return chunks.to_us(at)
 
 
 # --- cameras -------------------------------------------------------------------------

@@ -17,9 +17,10 @@ from sqlalchemy import func, select, text
 from recorder import importer, leases, service
 from recorder.importer import CutChunk
 from tests.media import encode
-from vigil import chain, crypto, keys
+from vigil import chain, keys
 from vigil.catalog.models import AuditEvent, ChainHead, Checkpoint, Chunk
 from vigil.catalog.queries import recorded_ranges
+from vigil.chunks import link_of, read_plaintext
 from vigil.db import session_scope
 from vigil.errors import Conflict, InvalidInput
 from vigil.intervals import Span
@@ -70,24 +71,14 @@ def _import_events(camera_id: int) -> list[AuditEvent]:
 
 
 def _plaintext(settings: Settings, chunk: Chunk) -> bytes:
-    provider = keys.file_key_ring(settings.home_dir)
     with session_scope() as session:
-        data_key = keys.unwrap_data_key(session=session, provider=provider,
-                                        data_key_id=chunk.data_key_id)
-    blob = get_object_store(settings).get(chunk.object_key)
-    slot = crypto.Slot(camera_id=chunk.camera_id, seq=chunk.seq,
-                       start_us=service.dt_to_us(chunk.start_at), sha256=chunk.sha256)
-    return crypto.open_sealed(blob, data_key=data_key, slot=slot)
+        return read_plaintext(session=session,
+                                     provider=keys.file_key_ring(settings.home_dir),
+                                     store=get_object_store(settings), chunk=chunk)
 
 
 def _verify_chain(chunks: list[Chunk]) -> None:
-    chain.verify_chain((chain.Link(camera_id=c.camera_id, seq=c.seq,
-                                   start_us=service.dt_to_us(c.start_at),
-                                   end_us=service.dt_to_us(c.end_at),
-                                   media_duration_us=c.media_duration_us,
-                                   plaintext_bytes=c.plaintext_bytes, sha256=c.sha256,
-                                   clock_source=c.clock_source.value), c.chain_hash)
-                       for c in chunks)
+    chain.verify_chain((link_of(c), c.chain_hash) for c in chunks)
 
 
 def _state(camera_id: int) -> tuple[int, int | None, int]:

@@ -15,6 +15,7 @@ from recorder import record, service
 from tests.cameras import RtspCamera
 from vigil import chain, crypto, keys
 from vigil.catalog.models import Camera, Checkpoint, Chunk, Key, RecordingGap
+from vigil.chunks import link_of, read_plaintext
 from vigil.db import session_scope
 from vigil.objectstore import get_object_store
 from vigil.settings import Settings
@@ -46,14 +47,10 @@ def _chunks(camera_id: int) -> list[Chunk]:
 
 
 def _plaintext(settings: Settings, chunk: Chunk) -> bytes:
-    provider = keys.file_key_ring(settings.home_dir)
     with session_scope() as session:
-        data_key = keys.unwrap_data_key(session=session, provider=provider,
-                                        data_key_id=chunk.data_key_id)
-    blob = get_object_store(settings).get(chunk.object_key)
-    slot = crypto.Slot(camera_id=chunk.camera_id, seq=chunk.seq,
-                       start_us=service.dt_to_us(chunk.start_at), sha256=chunk.sha256)
-    return crypto.open_sealed(blob, data_key=data_key, slot=slot)
+        return read_plaintext(session=session,
+                                     provider=keys.file_key_ring(settings.home_dir),
+                                     store=get_object_store(settings), chunk=chunk)
 
 
 @pytest.fixture
@@ -75,13 +72,7 @@ def test_a_recording_is_contiguous_encrypted_chained_and_playable(
     assert all(1_500_000 <= c.media_duration_us <= 3_100_000 for c in chunks[:-1])
     assert {c.clock_source.value for c in chunks} <= {"rtcp", "receive"}
 
-    links = [(chain.Link(camera_id=c.camera_id, seq=c.seq,
-                         start_us=service.dt_to_us(c.start_at),
-                         end_us=service.dt_to_us(c.end_at),
-                         media_duration_us=c.media_duration_us,
-                         plaintext_bytes=c.plaintext_bytes, sha256=c.sha256,
-                         clock_source=c.clock_source.value), c.chain_hash) for c in chunks]
-    chain.verify_chain(links)
+    chain.verify_chain([(link_of(c), c.chain_hash) for c in chunks])
 
     store = get_object_store(settings)
     for chunk in chunks:

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select, text
 
-from recorder import service
 from tests.cameras import RtspCamera
 from tests.support import VIGIL, settings_for
-from vigil import crypto, keys
+from vigil import keys
 from vigil.catalog.models import Chunk, RecordingGap
+from vigil.chunks import read_plaintext
 from vigil.db import make_engine, session_scope
 from vigil.objectstore import S3ObjectStore
 from vigil.settings import Settings
@@ -74,14 +74,10 @@ class Field:
         store = S3ObjectStore.from_settings(self.settings)
         provider = keys.file_key_ring(self.settings.home_dir)
         for chunk in self.chunks():
-            blob = store.get(chunk.object_key)
-            assert len(blob) == chunk.stored_bytes
+            assert store.stat(chunk.object_key).size_bytes == chunk.stored_bytes
             with session_scope(self.engine) as session:
-                dek = keys.unwrap_data_key(session=session, provider=provider,
-                                           data_key_id=chunk.data_key_id)
-            crypto.open_sealed(blob, data_key=dek, slot=crypto.Slot(
-                camera_id=chunk.camera_id, seq=chunk.seq,
-                start_us=service.dt_to_us(chunk.start_at), sha256=chunk.sha256))
+                read_plaintext(session=session, provider=provider, store=store,
+                                      chunk=chunk)
 
 
 @pytest.fixture
