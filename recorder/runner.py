@@ -25,6 +25,7 @@ from recorder import segmenter, sources
 from recorder.service import Sealer, Tip, seal_chunk
 from recorder.spool import ActiveChunk, PendingChunk, PendingGap, Spool
 from vigil.errors import VigilError
+from vigil.redact import redact_url
 
 log = logging.getLogger("vigil.recorder")
 
@@ -121,7 +122,9 @@ class CameraRecorder(threading.Thread):
         """Count and log a failed run; the camera goes on reconnecting."""
         self._last_failure = kind
         self.stats.errors += 1
-        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        # FFmpeg's messages name the URL, credentials included: never let them out.
+        message = str(exc).replace(self.camera.url, redact_url(self.camera.url))
+        self.stats.last_error = f"{type(exc).__name__}: {message}"
         log.warning("camera %s: %s error: %s", self.camera.name, kind,
                     self.stats.last_error)
 

@@ -266,3 +266,26 @@ def test_a_resolution_change_midway_starts_a_new_chunk(settings: Settings, engin
         with av.open(str(media)) as c:
             sizes.append({(f.width, f.height) for f in c.decode(video=0)})
     assert sizes == [{(320, 240)}, {(480, 272)}]
+
+
+def test_stream_errors_never_log_camera_credentials(settings: Settings, engine,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from tests.support import free_ports
+
+    (port,) = free_ports(1)  # nothing listens: every connection attempt fails
+    camera_id = _add_camera(f"rtsp://operator:S3cret-Pa55@127.0.0.1:{port}/cam",
+                            chunk_seconds=2)
+    with session_scope() as session:
+        name = session.get(Camera, camera_id).name
+    with caplog.at_level("DEBUG"):
+        rec = record.start(settings, camera_names=[name])
+        try:
+            time.sleep(3)
+            stats = rec.cameras[0].stats
+        finally:
+            rec.shutdown()
+    assert stats.errors >= 1
+    # FFmpeg's message names the URL; it arrives redacted.
+    assert f"rtsp://operator:***@127.0.0.1:{port}/cam" in (stats.last_error or "")
+    assert "S3cret-Pa55" not in (stats.last_error or "")
+    assert not any("S3cret-Pa55" in r.getMessage() for r in caplog.records)
