@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,7 @@ class CameraRecorder(threading.Thread):
         self._on_status = on_status
         # End of the last chunk recorded (by any process): the next run's gap starts here.
         self._last_run_end_us = last_end_us
-        self._last_failure: str | None = None  # "data", "spool" or "connection"
+        self._last_failure: str | None = None  # data, spool, connection, internal
 
     # --- the loop --------------------------------------------------------------------
 
@@ -111,6 +112,13 @@ class CameraRecorder(threading.Thread):
                 self._failed("data", exc)
             except (av.error.FFmpegError, OSError) as exc:
                 self._failed("connection", exc)
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop this camera
+                # for good: it is counted, logged with its traceback, and the camera
+                # reconnects; the other cameras never see it.
+                trace = "".join(traceback.format_exception(exc)).replace(
+                    self.camera.url, redact_url(self.camera.url))
+                log.error("camera %s: unexpected error\n%s", self.camera.name, trace)
+                self._failed("internal", exc)
             if self.stop.is_set():
                 break
             self._set_status("reconnecting")
