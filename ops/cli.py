@@ -164,8 +164,19 @@ def record(
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda _s, _f: done.set())
-    rec = recorder_record.start(_settings(), camera_names=camera or None,
-                                max_cameras=max_cameras)
+    from sqlalchemy.exc import DBAPIError
+
+    from vigil.errors import StackError
+
+    try:
+        rec = recorder_record.start(_settings(), camera_names=camera or None,
+                                    max_cameras=max_cameras)
+    except DBAPIError as exc:
+        # Start-up needs the catalog once (keys, leases); after that an outage is
+        # ridden out in the spool.
+        raise StackError(f"cannot start recording: the database is unreachable "
+                         f"({type(exc.orig).__name__ if exc.orig else 'error'}); "
+                         "start it, or check VIGIL_DATABASE_URL") from None
     err.print(f"recorder {rec.fleet.recorder_id}: recording {len(rec.cameras)} camera(s); "
               "Ctrl-C stops")
     done.wait()

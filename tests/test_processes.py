@@ -147,3 +147,19 @@ def test_cli_migrates_and_issues_tokens(settings: Settings, engine) -> None:
 
 def test_status_exit_code_follows_the_servers(settings: Settings) -> None:
     assert _cli("stack", "status").returncode == 0
+
+
+def test_record_without_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    import os
+
+    from tests.support import free_ports
+
+    (port,) = free_ports(1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env.update(VIGIL_HOME=str(tmp_path),
+               VIGIL_DATABASE_URL=f"postgresql://vigil:Xy9-Secret-Pw@127.0.0.1:{port}/vigil")
+    result = subprocess.run([*VIGIL, "record"], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert "the database is unreachable" in result.stderr
+    assert "Xy9-Secret-Pw" not in result.stderr + result.stdout
