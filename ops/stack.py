@@ -35,6 +35,7 @@ from typing import Final
 import psutil
 
 from vigil.errors import StackError
+from vigil.files import write_private
 from vigil.settings import EmbeddedSecrets, Settings
 
 # PostgreSQL refuses to run as root; when we are root it runs as this system user.
@@ -75,19 +76,6 @@ def log_dir(settings: Settings) -> Path:
     return settings.home_dir / "log"
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
 def ensure_secrets(settings: Settings) -> EmbeddedSecrets:
     """Generate the stack's credentials once; later starts reuse them."""
     path = settings.secrets_path
@@ -100,7 +88,7 @@ def ensure_secrets(settings: Settings) -> EmbeddedSecrets:
         "s3_access_key": "VG" + secrets.token_hex(9).upper(),
         "s3_secret_key": secrets.token_urlsafe(30),
     }
-    _write_private(path, json.dumps(fresh, indent=2))
+    write_private(path, json.dumps(fresh, indent=2).encode())
     return settings.embedded_secrets()
 
 
@@ -233,7 +221,7 @@ def _prepare_postgres(settings: Settings, creds: EmbeddedSecrets) -> None:
     # read, in a private directory, removed at once: never on a command line.
     with tempfile.TemporaryDirectory(prefix="initdb-", dir=stack_dir(settings)) as tmp:
         pwfile = Path(tmp) / "pw"
-        _write_private(pwfile, creds.pg_password.get_secret_value() + "\n")
+        write_private(pwfile, (creds.pg_password.get_secret_value() + "\n").encode())
         if run_as is not None:
             entry = pwd.getpwnam(run_as)
             _make_traversable(Path(tmp))
@@ -258,7 +246,7 @@ def _prepare_s3(settings: Settings, creds: EmbeddedSecrets) -> None:
                          "secretKey": creds.s3_secret_key.get_secret_value()}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }]}
-    _write_private(stack_dir(settings) / "s3-identities.json", json.dumps(identities))
+    write_private(stack_dir(settings) / "s3-identities.json", json.dumps(identities).encode())
 
 
 def _prepare_redis(settings: Settings, creds: EmbeddedSecrets) -> None:
@@ -278,7 +266,7 @@ def _prepare_redis(settings: Settings, creds: EmbeddedSecrets) -> None:
         'logfile ""',
         "",
     ])
-    _write_private(stack_dir(settings) / "redis.conf", conf)
+    write_private(stack_dir(settings) / "redis.conf", conf.encode())
 
 
 PREPARE: Final[dict[str, Callable[[Settings, EmbeddedSecrets], None]]] = {
@@ -346,7 +334,7 @@ def _pidfile(settings: Settings, name: str) -> Path:
 def _write_pidfile(settings: Settings, name: str, proc: psutil.Process) -> None:
     record = {"pid": proc.pid, "create_time": proc.create_time(),
               "exe": Path(proc.cmdline()[0]).name if proc.cmdline() else ""}
-    _write_private(_pidfile(settings, name), json.dumps(record))
+    write_private(_pidfile(settings, name), json.dumps(record).encode())
 
 
 def _our_process(settings: Settings, name: str) -> psutil.Process | None:

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from vigil.files import fsync_dir, write_private
+
 SIDECAR_VERSION: Final = 1
 # How stale the spool's size may be when a camera asks whether it may start a chunk.
 ROOM_CHECK_INTERVAL_S: Final = 1.0
@@ -81,24 +83,6 @@ class PendingGap:
         return f"{self.camera_id:08d}-gap-{self.start_us:020d}"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class Spool:
     def __init__(self, root: Path, *, budget_bytes: int) -> None:
         self.root = root
@@ -122,8 +106,8 @@ class Spool:
 
     def start_active(self, info: ActiveChunk) -> Path:
         media, meta = self.active_paths(info.camera_id, info.seq)
-        _write_durably(meta, json.dumps(asdict(info)).encode())
-        _fsync_dir(self.active_dir)
+        write_private(meta, json.dumps(asdict(info)).encode())
+        fsync_dir(self.active_dir)
         return media
 
     def active_chunks(self) -> list[tuple[ActiveChunk, Path]]:
@@ -137,7 +121,7 @@ class Spool:
     def drop_active(self, camera_id: int, seq: int) -> None:
         for path in self.active_paths(camera_id, seq):
             path.unlink(missing_ok=True)
-        _fsync_dir(self.active_dir)
+        fsync_dir(self.active_dir)
 
     # --- outbox ----------------------------------------------------------------------
 
@@ -177,14 +161,14 @@ class Spool:
         the two leaves a file with no entry, which ``clean`` removes after its active
         source was re-sealed."""
         os.replace(self.sealing_path(pending.camera_id, pending.seq), self.blob_path(pending))
-        _write_durably(self.outbox_dir / f"{pending.name}.json",
+        write_private(self.outbox_dir / f"{pending.name}.json",
                        json.dumps({"v": SIDECAR_VERSION, **asdict(pending)}).encode())
-        _fsync_dir(self.outbox_dir)
+        fsync_dir(self.outbox_dir)
 
     def add_gap(self, gap: PendingGap) -> None:
-        _write_durably(self.outbox_dir / f"{gap.name}.json",
+        write_private(self.outbox_dir / f"{gap.name}.json",
                        json.dumps({"v": SIDECAR_VERSION, **asdict(gap)}).encode())
-        _fsync_dir(self.outbox_dir)
+        fsync_dir(self.outbox_dir)
 
     def pending(self) -> list[PendingChunk | PendingGap]:
         """Outbox entries in commit order: per camera, by time."""
@@ -200,7 +184,7 @@ class Spool:
         """Called only after the entry's catalog row is committed (invariant I2)."""
         (self.outbox_dir / f"{entry.name}.json").unlink(missing_ok=True)
         (self.outbox_dir / f"{entry.name}.vch").unlink(missing_ok=True)
-        _fsync_dir(self.outbox_dir)
+        fsync_dir(self.outbox_dir)
 
     def quarantine(self, entry: PendingChunk | PendingGap, reason: str) -> None:
         """Set aside an entry the catalog refuses (a chain conflict, a row that breaks
@@ -210,9 +194,9 @@ class Spool:
             src = self.outbox_dir / f"{entry.name}{suffix}"
             if src.exists():
                 os.replace(src, self.quarantine_dir / src.name)
-        _write_durably(self.quarantine_dir / f"{entry.name}.reason", reason.encode())
-        _fsync_dir(self.quarantine_dir)
-        _fsync_dir(self.outbox_dir)
+        write_private(self.quarantine_dir / f"{entry.name}.reason", reason.encode())
+        fsync_dir(self.quarantine_dir)
+        fsync_dir(self.outbox_dir)
 
     def quarantined(self) -> list[str]:
         return sorted(p.stem for p in self.quarantine_dir.glob("*.reason"))

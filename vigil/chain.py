@@ -15,7 +15,6 @@ tool recomputes them offline (docs/design/chain.md).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Final
@@ -23,6 +22,7 @@ from typing import Final
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from vigil.crypto import canonical
 from vigil.errors import IntegrityError
 
 GENESIS: Final = bytes(32)
@@ -58,7 +58,7 @@ class Link:
     def canonical(self) -> bytes:
         fields = asdict(self)
         fields["sha256"] = self.sha256.hex()
-        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+        return canonical(fields)
 
 
 def chain_hash(prev: bytes, link: Link) -> bytes:
@@ -93,8 +93,7 @@ class Checkpoint:
     def message(self) -> bytes:
         fields = asdict(self)
         fields["chain_hash"] = self.chain_hash.hex()
-        return _CHECKPOINT_DOMAIN + json.dumps(fields, sort_keys=True,
-                                               separators=(",", ":")).encode()
+        return _CHECKPOINT_DOMAIN + canonical(fields)
 
 
 def fingerprint(public_key: Ed25519PublicKey) -> str:

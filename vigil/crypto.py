@@ -19,6 +19,7 @@ Data keys are wrapped with RFC 3394 AES key wrap under a key-encryption key
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import struct
@@ -67,7 +68,7 @@ class Slot:
     sha256: bytes  # of the plaintext
 
     def aad(self) -> bytes:
-        return _AAD_DOMAIN + _canonical({"camera_id": self.camera_id, "seq": self.seq,
+        return _AAD_DOMAIN + canonical({"camera_id": self.camera_id, "seq": self.seq,
                                          "start_us": self.start_us,
                                          "sha256": self.sha256.hex()})
 
@@ -82,21 +83,18 @@ class Sealed:
     slot: Slot
 
 
-def _canonical(value: object) -> bytes:
+def canonical(value: object) -> bytes:
+    """Canonical JSON (keys sorted, no whitespace, ASCII): the encoding every signed or
+    authenticated structure uses (docs/design/chain.md)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
 def seal(plaintext: bytes, *, camera_id: int, seq: int, start_us: int) -> Sealed:
-    """Encrypt one chunk under a fresh random data key."""
-    slot = Slot(camera_id=camera_id, seq=seq, start_us=start_us,
-                sha256=hashlib.sha256(plaintext).digest())
-    data_key = AESGCM.generate_key(bit_length=DATA_KEY_BYTES * 8)
-    nonce = os.urandom(NONCE_BYTES)
-    header = _canonical({"camera_id": camera_id, "seq": seq, "start_us": start_us,
-                         "sha256": slot.sha256.hex(), "nonce": nonce.hex()})
-    ciphertext = AESGCM(data_key).encrypt(nonce, plaintext, slot.aad() + header)
-    blob = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header + ciphertext
-    return Sealed(blob=blob, data_key=data_key, slot=slot)
+    """Encrypt one chunk in memory under a fresh random data key (``seal_stream``)."""
+    out = io.BytesIO()
+    sealed = seal_stream(io.BytesIO(plaintext), out, camera_id=camera_id, seq=seq,
+                         start_us=start_us, plaintext_sha256=hashlib.sha256(plaintext).digest())
+    return Sealed(blob=out.getvalue(), data_key=sealed.data_key, slot=sealed.slot)
 
 
 @dataclass(frozen=True)
@@ -124,7 +122,7 @@ def seal_stream(src: BinaryIO, dst: BinaryIO, *, camera_id: int, seq: int, start
     slot = Slot(camera_id=camera_id, seq=seq, start_us=start_us, sha256=plaintext_sha256)
     data_key = AESGCM.generate_key(bit_length=DATA_KEY_BYTES * 8)
     nonce = os.urandom(NONCE_BYTES)
-    header = _canonical({"camera_id": camera_id, "seq": seq, "start_us": start_us,
+    header = canonical({"camera_id": camera_id, "seq": seq, "start_us": start_us,
                          "sha256": plaintext_sha256.hex(), "nonce": nonce.hex()})
     encryptor = Cipher(algorithms.AES(data_key), modes.GCM(nonce)).encryptor()
     encryptor.authenticate_additional_data(slot.aad() + header)
