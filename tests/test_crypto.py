@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import stat
 from pathlib import Path
@@ -174,3 +176,24 @@ def test_streamed_sealing_gives_the_same_format(tmp_path: Path) -> None:
                                plaintext_sha256=bytes(32))
     with pytest.raises(crypto.ChunkTampered, match="does not match its recorded SHA-256"):
         crypto.open_sealed(out2.getvalue(), data_key=lying.data_key, slot=lying.slot)
+
+
+def test_a_sealed_file_opens_streamed_and_a_flipped_byte_leaves_no_plaintext(
+        tmp_path: Path) -> None:
+    data = os.urandom(3 * crypto.STREAM_BLOCK_BYTES + 123)  # several blocks, a ragged end
+    sealed_path, plain = tmp_path / "sealed", tmp_path / "plain"
+    with open(sealed_path, "wb") as dst:
+        sealed = crypto.seal_stream(io.BytesIO(data), dst, camera_id=0, seq=0, start_us=0,
+                                    plaintext_sha256=hashlib.sha256(data).digest())
+    crypto.open_sealed_file(sealed_path, plain, data_key=sealed.data_key, slot=sealed.slot)
+    assert plain.read_bytes() == data
+
+    for offset in (10, len(data) // 2, sealed_path.stat().st_size - 1):  # header, body, tag
+        blob = bytearray(sealed_path.read_bytes())
+        blob[offset] ^= 0x01
+        tampered = tmp_path / f"tampered-{offset}"
+        tampered.write_bytes(blob)
+        with pytest.raises((crypto.ChunkTampered, crypto.ChunkFormatError)):
+            crypto.open_sealed_file(tampered, tmp_path / "out", data_key=sealed.data_key,
+                                    slot=sealed.slot)
+        assert list(tmp_path.glob("out*")) == []  # no plaintext, not even partial

@@ -24,6 +24,7 @@ import json
 import os
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Final
 
 from cryptography.exceptions import InvalidTag
@@ -162,19 +163,23 @@ def read_header(blob: bytes) -> dict[str, object]:
     return header
 
 
-def open_sealed(blob: bytes, *, data_key: bytes, slot: Slot) -> bytes:
-    """Decrypt a chunk for the slot the catalog says it fills; fail closed.
-
-    Raises ChunkFormatError for an object that is not a chunk, and ChunkTampered when
-    authentication fails or the plaintext's hash is not the slot's.
-    """
-    header = read_header(blob)
+def _nonce_of(header: dict[str, object]) -> bytes:
     try:
         nonce = bytes.fromhex(str(header["nonce"]))
     except (KeyError, ValueError) as exc:
         raise ChunkFormatError("chunk header has no valid nonce") from exc
     if len(nonce) != NONCE_BYTES:
         raise ChunkFormatError("chunk header has no valid nonce")
+    return nonce
+
+
+def open_sealed(blob: bytes, *, data_key: bytes, slot: Slot) -> bytes:
+    """Decrypt a chunk for the slot the catalog says it fills; fail closed.
+
+    Raises ChunkFormatError for an object that is not a chunk, and ChunkTampered when
+    authentication fails or the plaintext's hash is not the slot's.
+    """
+    nonce = _nonce_of(read_header(blob))
     _, _, header_len = _PREFIX.unpack_from(blob)
     header_bytes = blob[_PREFIX.size:_PREFIX.size + header_len]
     ciphertext = blob[_PREFIX.size + header_len:]
@@ -188,3 +193,45 @@ def open_sealed(blob: bytes, *, data_key: bytes, slot: Slot) -> bytes:
         raise ChunkTampered(f"chunk {slot.describe()}: plaintext does not match its "
                             "recorded SHA-256")
     return plaintext
+
+
+def open_sealed_file(src: Path, dst: Path, *, data_key: bytes, slot: Slot) -> None:
+    """``open_sealed`` from a file to a file in fixed-size blocks, for objects too big
+    for memory (packages). ``dst`` exists only if every check passed: plaintext goes
+    to a temporary name, renamed once the tag and the hash verified."""
+    size = src.stat().st_size
+    with open(src, "rb") as f:
+        head = f.read(_PREFIX.size + MAX_HEADER_BYTES)
+        nonce = _nonce_of(read_header(head))
+        _, _, header_len = _PREFIX.unpack_from(head)
+        body_start = _PREFIX.size + header_len
+        remaining = size - body_start - TAG_BYTES
+        if remaining < 0:
+            raise ChunkFormatError("object is truncated")
+        decryptor = Cipher(algorithms.AES(data_key), modes.GCM(nonce)).decryptor()
+        decryptor.authenticate_additional_data(slot.aad() + head[_PREFIX.size:body_start])
+        digest = hashlib.sha256()
+        tmp = dst.with_name(dst.name + ".part")
+        try:
+            with open(tmp, "wb") as out:
+                f.seek(body_start)
+                while remaining > 0:
+                    block = f.read(min(STREAM_BLOCK_BYTES, remaining))
+                    if not block:
+                        raise ChunkFormatError("object is truncated")
+                    remaining -= len(block)
+                    plain = decryptor.update(block)
+                    digest.update(plain)
+                    out.write(plain)
+                try:
+                    decryptor.finalize_with_tag(f.read(TAG_BYTES))
+                except (InvalidTag, ValueError):
+                    raise ChunkTampered(
+                        f"{slot.describe()}: decryption failed; the object was altered or "
+                        "truncated, or it belongs elsewhere") from None
+            if digest.digest() != slot.sha256:
+                raise ChunkTampered(f"{slot.describe()}: plaintext does not match its "
+                                    "recorded SHA-256")
+            tmp.replace(dst)
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -94,6 +94,11 @@ def public_bytes(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+def load_public(raw: bytes) -> Ed25519PublicKey:
+    """A signing key's public half from the catalog's raw 32 bytes."""
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
 def active_key(*, session: Session, provider: KeyProvider, purpose: KeyPurpose) -> Key:
     """The active key for ``purpose``, created (version 1) if there is none yet."""
     row = session.scalars(select(Key).where(Key.purpose == purpose,

@@ -42,6 +42,7 @@ class ObjectStore(Protocol):
     def put(self, key: str, data: bytes) -> StoredObject: ...
     def put_file(self, key: str, path: Path, *, sha256_hex: str) -> StoredObject: ...
     def get(self, key: str) -> bytes: ...
+    def get_file(self, key: str, path: Path) -> int: ...
     def stat(self, key: str) -> StoredObject: ...
     def delete(self, key: str) -> None: ...
     def list(self, prefix: str = "") -> Iterator[str]: ...
@@ -153,21 +154,41 @@ class S3ObjectStore:
             raise StorageError(f"reading {key} failed: object store unreachable") from exc
         return digest.hexdigest()
 
-    def get(self, key: str) -> bytes:
-        full = self._full(key)
+    def _open(self, key: str) -> urllib3.BaseHTTPResponse:
         try:
-            response = self._client.get_object(self._bucket, full)
+            return self._client.get_object(self._bucket, self._full(key))
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchObject"):
                 raise NotFound(f"object {key} does not exist") from exc
             raise StorageError(f"reading {key} failed: {exc.code}") from exc
         except urllib3.exceptions.HTTPError as exc:
             raise StorageError(f"reading {key} failed: object store unreachable") from exc
+
+    def get(self, key: str) -> bytes:
+        response = self._open(key)
         try:
             return response.read()
+        except urllib3.exceptions.HTTPError as exc:
+            raise StorageError(f"reading {key} failed: object store unreachable") from exc
         finally:
             response.close()
             response.release_conn()
+
+    def get_file(self, key: str, path: Path) -> int:
+        """Stream ``key`` into ``path`` (objects too big for memory); returns the size."""
+        response = self._open(key)
+        size = 0
+        try:
+            with open(path, "wb") as out:
+                for block in response.stream(READ_BLOCK_BYTES):
+                    out.write(block)
+                    size += len(block)
+        except urllib3.exceptions.HTTPError as exc:
+            raise StorageError(f"reading {key} failed: object store unreachable") from exc
+        finally:
+            response.close()
+            response.release_conn()
+        return size
 
     def stat(self, key: str) -> StoredObject:
         full = self._full(key)

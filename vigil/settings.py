@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     # 8 GiB holds ~4.5 h of one 4 Mbit/s camera, or ~8 min of 32 of them.
     spool_budget_mb: int = 8192
 
+    # Evidence packages: who issues them (bag-info.txt's Source-Organization), and
+    # the largest package the verification endpoint accepts.
+    organization: str = "Vigil"
+    verify_upload_max_mb: int = 4096
+
     stack: StackSettings = Field(default_factory=StackSettings)
 
     # --- derived values -------------------------------------------------------

@@ -525,10 +525,18 @@ class Export(Base):
     package_key: Mapped[str | None]
     package_sha256: Mapped[bytes | None]
     package_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # The stored package is sealed as chunks are, under its own data key.
+    package_data_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("data_keys.id", ondelete="RESTRICT"))
     error: Mapped[str | None]
     created_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # The worker building the package holds a lease, renewed while it works, so that
+    # a task delivered twice runs once and a dead worker's export is taken over.
+    lease_owner: Mapped[str | None]
+    lease_expires_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))
 
 
 class ExportItem(Base):
@@ -543,6 +551,33 @@ class ExportItem(Base):
     camera_id: Mapped[int] = mapped_column(ForeignKey("cameras.id", ondelete="RESTRICT"))
     start_at: Mapped[datetime]
     end_at: Mapped[datetime]
+
+
+class CustodyEvent(Base):
+    """One event of a case's chain-of-custody record (vigil/custody.py): append-only,
+    hash-linked per case (``seq`` 1, 2, ...; ``prev_hash`` the event before)."""
+
+    __tablename__ = "custody_events"
+    __table_args__ = (
+        UniqueConstraint("case_id", "seq"),
+        _sha256_check("prev_hash"),
+        _sha256_check("event_hash"),
+        CheckConstraint("seq >= 1", name="seq_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="RESTRICT"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    occurred_at: Mapped[datetime]
+    principal_id: Mapped[int | None] = mapped_column(
+        ForeignKey("principals.id", ondelete="RESTRICT"))
+    actor: Mapped[str]
+    action: Mapped[str]
+    export_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("exports.id", ondelete="RESTRICT"), index=True)
+    detail: Mapped[dict[str, Any]]
+    prev_hash: Mapped[bytes]
+    event_hash: Mapped[bytes] = mapped_column(unique=True)
 
 
 # --- audit ---------------------------------------------------------------------------
