@@ -9,9 +9,12 @@
 #   -ugly (x264enc), -bad (x265enc, voaacenc), gstreamer1.0-x (timeoverlay),
 #   gstreamer1.0-tools (gst-launch/gst-inspect, for debugging a pipeline).
 # * ffmpeg gives ffprobe and ffplay, which tests use to check recorded clips.
+# * fonts-dejavu-core gives DejaVu Sans Mono, the font retrieval/watermark.py draws
+#   the watermark with (through the FFmpeg binary of the imageio-ffmpeg wheel).
 #
 # Production recorders do NOT need any of this: they read real cameras with PyAV
-# (its wheels bundle FFmpeg). `make test` runs this; `make run` does not.
+# (its wheels bundle FFmpeg). Hosts that make watermarked exports need
+# fonts-dejavu-core. `make test` runs this; `make run` does not.
 #
 # Fast and quiet when everything is installed. Otherwise installs what is missing
 # with apt-get, as root or through passwordless sudo; failing that, it says what to
@@ -28,6 +31,7 @@ PACKAGES=(
     gstreamer1.0-x
     gstreamer1.0-tools
     ffmpeg
+    fonts-dejavu-core
 )
 
 missing=()
@@ -66,5 +70,10 @@ fi
 if ! out=$(ffprobe -version 2>&1); then
     echo "system-deps: ffprobe does not run:" >&2
     echo "$out" >&2
+    exit 1
+fi
+watermark_font=/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf
+if [[ ! -f "$watermark_font" ]]; then
+    echo "system-deps: $watermark_font (fonts-dejavu-core) is missing" >&2
     exit 1
 fi
