@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ops import evidence_cli
 from vigil.errors import VigilError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -191,20 +192,16 @@ def timeline(
     end: Annotated[str | None, typer.Option("--to", help="ISO 8601 with offset")] = None,
 ) -> None:
     """Recorded ranges and gaps of a camera over [from, to) (default: the last day)."""
-    from datetime import UTC, datetime, timedelta
-
     from recorder import service as recorder_service
-    from vigil.catalog.queries import recorded_ranges
+    from retrieval.timeline import timeline as camera_timeline
+    from retrieval.timeline import window_of
     from vigil.db import session_scope
-    from vigil.intervals import Span, gaps, parse_instant
 
-    t1 = parse_instant(end) if end else datetime.now(UTC)
-    t0 = parse_instant(start) if start else t1 - timedelta(days=1)
-    window = Span(t0, t1)
     with session_scope() as session:
         cam = recorder_service.get_camera(session=session, name=camera)
-        ranges = recorded_ranges(session, camera_id=cam.id, window=window)
-    rows = [(s, "recorded") for s in ranges] + [(s, "gap") for s in gaps(ranges, window)]
+        line = camera_timeline(session, camera_id=cam.id, window=window_of(start, end))
+    rows = [(s, "recorded") for s in line.recorded] + [(g.span, f"gap ({g.cause})")
+                                                       for g in line.gaps]
     table = Table("from (UTC)", "to (UTC)", "seconds", "")
     for span, kind in sorted(rows, key=lambda r: r[0].start):
         table.add_row(span.start.isoformat(timespec="milliseconds"),
@@ -298,6 +295,9 @@ def run() -> None:
     from ops import supervisor
 
     raise typer.Exit(supervisor.run(_settings(), err=err))
+
+
+evidence_cli.register(app)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -228,19 +228,25 @@ def commit_gap(*, session: Session, gap: PendingGap) -> bool:
 
 
 def sign_checkpoints(*, session: Session, provider: keys.KeyProvider,
-                     now: datetime | None = None) -> int:
-    """Sign the chain head of every camera whose head moved since its last checkpoint
-    and whose last checkpoint is older than CHECKPOINT_INTERVAL. Returns the count."""
+                     now: datetime | None = None, camera_ids: Collection[int] | None = None,
+                     at_once: bool = False) -> int:
+    """Sign the chain head of every camera (of ``camera_ids``, if given) whose head
+    moved since its last checkpoint and whose last checkpoint is older than
+    CHECKPOINT_INTERVAL (any age with ``at_once``: an export that needs its chunks
+    covered now). Returns the count."""
     now = now or datetime.now(UTC)
     key = keys.active_key(session=session, provider=provider,
                           purpose=KeyPurpose.CHECKPOINT_SIGNING)
     signer = provider.signing_key(key.provider_ref)
     signed = 0
-    for head in session.scalars(select(ChainHead)).all():
+    heads = select(ChainHead)
+    if camera_ids is not None:
+        heads = heads.where(ChainHead.camera_id.in_(list(camera_ids)))
+    for head in session.scalars(heads).all():
         last = session.scalars(select(Checkpoint).where(Checkpoint.camera_id == head.camera_id)
                                .order_by(Checkpoint.seq.desc()).limit(1)).first()
-        if last is not None and (last.seq == head.seq or
-                                 now - last.signed_at < CHECKPOINT_INTERVAL):
+        if last is not None and (last.seq == head.seq or (
+                not at_once and now - last.signed_at < CHECKPOINT_INTERVAL)):
             continue
         assert key.fingerprint is not None
         checkpoint = chain.Checkpoint(camera_id=head.camera_id, seq=head.seq,

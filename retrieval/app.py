@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import vigil
 from recorder.api import router as recorder_router
 from retrieval.api import router as retrieval_router
+from retrieval.evidence_api import router as evidence_router
 from retrieval.schemas import Health
 from vigil.db import get_engine
 from vigil.errors import Unauthenticated, VigilError
@@ -88,4 +89,5 @@ def create_app() -> FastAPI:
 
     app.include_router(recorder_router)
     app.include_router(retrieval_router)
+    app.include_router(evidence_router)
     return app

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import random
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from vigil.settings import Settings, StackSettings
@@ -63,3 +65,20 @@ def settings_for(env: dict[str, str]) -> Settings:
     this process's environment."""
     ports = {name: int(env[f"VIGIL_STACK_{name.upper()}"]) for name in STACK_PORT_FIELDS}
     return Settings(home=Path(env["VIGIL_HOME"]), stack=StackSettings(**ports))
+
+
+def read_until(proc: subprocess.Popen[str], marker: str, timeout_s: float) -> list[str]:
+    """Lines of ``proc``'s stdout up to the first that starts with ``marker``."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        lines.append(line.rstrip("\n"))
+        if line.startswith(marker):
+            return lines
+    raise AssertionError(f"no {marker!r} within {timeout_s} s; output: {lines}")

@@ -13,7 +13,7 @@ import psutil
 import pytest
 from sqlalchemy import text
 
-from tests.support import VIGIL, settings_for
+from tests.support import VIGIL, read_until, settings_for
 from vigil.db import make_engine
 from vigil.settings import Settings
 
@@ -36,22 +36,6 @@ def test_a_worker_runs_a_task_through_broker_and_database(settings: Settings, en
         worker.wait(timeout=60)
 
 
-def _read_until(proc: subprocess.Popen[str], marker: str, timeout_s: float) -> list[str]:
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            if proc.poll() is not None:
-                break
-            continue
-        lines.append(line.rstrip("\n"))
-        if line.startswith(marker):
-            return lines
-    raise AssertionError(f"no {marker!r} within {timeout_s} s; output: {lines}")
-
-
 def test_run_serves_the_api_and_ctrl_c_stops_everything(own_stack: dict[str, str]) -> None:
     """What `make run` does, end to end, on a stack of its own."""
     home = Path(own_stack["VIGIL_HOME"])
@@ -62,7 +46,7 @@ def test_run_serves_the_api_and_ctrl_c_stops_everything(own_stack: dict[str, str
     run = subprocess.Popen([*VIGIL, "run"], env=own_stack, stdout=subprocess.PIPE,
                            stderr=stderr_path.open("w"), text=True)
     try:
-        lines = _read_until(run, "Admin token:", timeout_s=120)
+        lines = read_until(run, "Admin token:", timeout_s=120)
         up_after_s = time.monotonic() - started_at
         url = next(line.split()[-1] for line in lines if line.startswith("Vigil API:"))
         token = lines[-1].split()[-1]
@@ -78,7 +62,7 @@ def test_run_serves_the_api_and_ctrl_c_stops_everything(own_stack: dict[str, str
         # The demo camera is being recorded: its first chunks reach the catalog.
         # Keep every line read: the API's access log of the requests above may come
         # before the supervisor's "Recording:" line, and is checked below.
-        lines += _read_until(run, "Recording:", timeout_s=10)
+        lines += read_until(run, "Recording:", timeout_s=10)
         engine = make_engine(settings_for(own_stack), pool_size=1)
         try:
             deadline = time.monotonic() + 60

@@ -29,7 +29,12 @@ celery_app = Celery("vigil")
 
 # Periodic work, declared in code. Later issues add the storage reconciler, the
 # retention sweeper, the WORM probe and the integrity scrub here.
-BEAT_SCHEDULE: Final[dict[str, dict[str, Any]]] = {}
+BEAT_SCHEDULE: Final[dict[str, dict[str, Any]]] = {
+    # Exports whose worker died (lease expired) go to a worker again.
+    "resume-exports": {"task": "vigil.export.resume", "schedule": 15.0},
+}
+# Modules whose tasks a worker registers at start.
+TASK_MODULES: Final = ["retrieval.tasks"]
 
 
 def configure(settings: Settings | None = None) -> Celery:
@@ -52,6 +57,7 @@ def configure(settings: Settings | None = None) -> Celery:
         broker_transport_options={"visibility_timeout": HARD_TIME_LIMIT_S + 300},
         worker_hijack_root_logger=False,
         beat_schedule=BEAT_SCHEDULE,
+        include=TASK_MODULES,
         timezone="UTC",
         enable_utc=True,
     )
