@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from recorder.service import get_camera
-from retrieval import cases, exports
+from retrieval import cases, exports, preview
 from retrieval.schemas import (
     CaseIn,
     CaseOut,
@@ -71,6 +71,27 @@ def camera_timeline(name: str, session: SessionDep,
                        recorded=[SpanOut(start=s.start, end=s.end) for s in line.recorded],
                        gaps=[GapOut(start=g.span.start, end=g.span.end, cause=g.cause)
                              for g in line.gaps])
+
+
+@router.get("/cameras/{name}/clip", response_class=FileResponse)
+def camera_clip(name: str, session: SessionDep,
+                principal: Annotated[Principal, Depends(_investigators)],
+                start: Annotated[str, Query(alias="from")],
+                end: Annotated[str, Query(alias="to")]) -> FileResponse:
+    """A preview: the camera's footage over [start, end) as one frame-accurate MP4
+    (stream copy, at most 30 min), with HTTP Range support so that a player can seek.
+    Not evidence (export for that); audited."""
+    camera = get_camera(session=session, name=name)
+    tmp = Path(tempfile.mkdtemp(prefix="vigil-preview-"))
+    try:
+        path = preview.build_preview(session=session, settings=get_settings(), camera=camera,
+                                     span=window_of(start, end), principal=principal,
+                                     workdir=tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return FileResponse(path, media_type="video/mp4",
+                        background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True))
 
 
 # --- cases ---------------------------------------------------------------------------

@@ -284,6 +284,26 @@ def test_the_api_opens_a_case_exports_downloads_with_ranges_and_verifies(
     line = r.json()
     assert len(line["recorded"]) == 2 and len(line["gaps"]) == 2  # before, and between
 
+    # A preview to watch before exporting: a frame-accurate MP4 a player can seek in.
+    window = {"from": (footage.first[0] + timedelta(seconds=2)).isoformat(),
+              "to": (footage.first[0] + timedelta(seconds=7, milliseconds=500)).isoformat()}
+    clip = api.get(f"/api/v1/cameras/{footage.camera}/clip", headers=auth, params=window)
+    assert clip.status_code == 200, clip.text
+    assert clip.headers["content-type"] == "video/mp4"
+    assert clip.headers["accept-ranges"] == "bytes"
+    assert clip.content[4:8] == b"ftyp"
+    part = api.get(f"/api/v1/cameras/{footage.camera}/clip", params=window,
+                   headers={**auth, "Range": "bytes=0-99"})
+    assert part.status_code == 206 and part.content == clip.content[:100]
+    preview = tmp_path / "preview.mp4"
+    preview.write_bytes(clip.content)
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+                            "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0",
+                            str(preview)], capture_output=True, text=True, check=True)
+    assert int(probe.stdout.strip()) == round(5.5 * 25)  # 25 fps, [2 s, 7.5 s)
+    assert api.get(f"/api/v1/cameras/{footage.camera}/clip", headers=auditor,
+                   params=window).status_code == 403
+
     r = api.post("/api/v1/cases", headers=auth, json={"title": "Robbery at the depot"})
     assert r.status_code == 201, r.text
     reference = r.json()["reference"]
