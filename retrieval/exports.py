@@ -37,6 +37,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
@@ -78,6 +79,8 @@ MAX_ITEM_SPAN: Final = timedelta(hours=24)
 MAX_TEXT_CHARS: Final = 500
 LEASE_TTL: Final = timedelta(seconds=30)
 LEASE_RENEW_S: Final = 10.0
+# After a transient failure, the next attempt waits this long.
+RETRY_HOLD: Final = timedelta(seconds=60)
 PROGRESS_EVERY_S: Final = 0.5
 PACKAGE_PREFIX: Final = "exports/"
 # Share of the progress bar each stage fills.
@@ -206,7 +209,8 @@ def claim(engine: Engine, export_id: uuid.UUID, owner: str) -> bool:
 
 def stalled_exports(engine: Engine, *, older_than: timedelta = timedelta(0)) -> list[uuid.UUID]:
     """Exports to hand to a worker again: running with an expired lease (their worker
-    died), or queued for longer than ``older_than`` (their message was lost)."""
+    died, or it gave the export up after a transient failure), or queued for longer
+    than ``older_than`` (their message was lost)."""
     with engine.connect() as conn:
         return list(conn.execute(text("""
             SELECT id FROM exports
@@ -387,12 +391,15 @@ def run_export(*, settings: Settings, export_id: uuid.UUID, owner: str) -> str:
 
 
 def _release(engine: Engine, export_id: uuid.UUID, owner: str) -> None:
-    """Let another attempt start at once (a retry, or another worker)."""
+    """Give the export up after a transient failure: another attempt may start once
+    RETRY_HOLD has passed (``vigil.export.resume`` sends it), not at once, so that an
+    outage is not hammered."""
     try:
         with engine.begin() as conn:
-            conn.execute(update(Export).where(Export.id == export_id,
-                                              Export.lease_owner == owner)
-                         .values(lease_expires_at=None, lease_owner=None))
+            conn.execute(text("""
+                UPDATE exports SET lease_owner = NULL, lease_expires_at = now() + :hold
+                 WHERE id = :id AND lease_owner = :owner"""),
+                {"id": export_id, "owner": owner, "hold": RETRY_HOLD})
     except Exception as exc:  # noqa: BLE001 - the lease then simply expires
         log.warning("export %s: releasing the lease failed: %s", export_id,
                     type(exc).__name__)
@@ -423,7 +430,7 @@ def _fail(ctx: _Context, exc: VigilError) -> None:
 
 def _build(ctx: _Context, beat: _Heartbeat) -> None:
     from retrieval import clip as clips
-    from retrieval import package, verify, watermark
+    from retrieval import package, timestamp, verify, watermark
 
     settings = ctx.settings
     provider = keys.file_key_ring(settings.home_dir)
@@ -518,6 +525,8 @@ def _build(ctx: _Context, beat: _Heartbeat) -> None:
                   "Vigil-Case": case.reference},
         custody_lines=custody_lines, files=payload, signing_key=signer,
         packaged_at=exported_at,
+        timestamp_token=partial(timestamp.request_token, url=settings.tsa_url,
+                                timeout_s=settings.tsa_timeout_s) if settings.tsa_url else None,
         on_progress=lambda f: beat.progress("packaging", f * 0.5))
     report = verify.verify_package(zip_path, restitch=True,
                                    on_progress=lambda f: beat.progress("packaging", 0.5 + f / 2))

@@ -2,9 +2,10 @@
 
 ``vigil.export.build`` is acknowledged late and rejected (so re-queued) when its
 worker dies; ``run_export``'s lease makes a second delivery harmless. A worker that
-dies mid-export leaves a lease that expires: ``vigil.export.resume``, run by the beat
-schedule every ``RESUME_EVERY_S``, hands such exports (and queued ones whose message
-was lost) to a worker again.
+dies mid-export leaves a lease that expires, and an outage (object store, database,
+timestamp authority) makes the worker give the lease up with a hold:
+``vigil.export.resume``, run by the beat schedule every 15 s, hands such exports (and
+queued ones whose message was lost) to a worker again.
 """
 
 from __future__ import annotations
@@ -27,18 +28,14 @@ from vigil.tasks import celery_app
 
 log = logging.getLogger("vigil.exports")
 
-RESUME_EVERY_S: Final = 15.0
 # A queued export older than this whose message never reached a worker is re-sent.
 QUEUED_RESEND_AFTER: Final = timedelta(minutes=5)
-RETRY_FIRST_S: Final = 5
-RETRY_MAX_S: Final = 300
 
 
 class BuildExport(Task):
     name = "vigil.export.build"
     acks_late = True
     reject_on_worker_lost = True
-    max_retries = 30
 
     def run(self, export_id: str, *args: Any, **kwargs: Any) -> str:
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -46,10 +43,11 @@ class BuildExport(Task):
             outcome = exports.run_export(settings=get_settings(),
                                          export_id=uuid.UUID(export_id), owner=owner)
         except (StorageError, DBAPIError) as exc:
-            countdown = min(RETRY_FIRST_S * 2 ** self.request.retries, RETRY_MAX_S)
-            log.warning("export %s: %s; retrying in %d s", export_id, type(exc).__name__,
-                        countdown)
-            raise self.retry(exc=exc, countdown=countdown) from None
+            # An outage: run_export gave the lease up with a hold (RETRY_HOLD), and
+            # vigil.export.resume sends the export again once it has passed.
+            log.warning("export %s: %s: %s; it is tried again in %.0f s or more", export_id,
+                        type(exc).__name__, exc, exports.RETRY_HOLD.total_seconds())
+            return "retrying"
         log.info("export %s: %s", export_id, outcome)
         return outcome
 

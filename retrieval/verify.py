@@ -2,7 +2,8 @@
 
 No server, network or database: the package, the standard library, ``cryptography``
 and Vigil's pure encodings (``vigil.chain``, ``vigil.custody``, ``vigil.crypto``) are
-enough, plus ``retrieval.clip`` to re-stitch the clip. Members are read straight from
+enough, plus ``retrieval.clip`` to re-stitch the clip and ``retrieval.timestamp``'s
+reader (``asn1crypto``) for an RFC 3161 timestamp. Members are read straight from
 the zip, never extracted by their own names; each is read once.
 
 Checklist (every failure is collected and named by file and check, except that an
@@ -24,6 +25,12 @@ unsafe zip stops everything after step 1):
 6. ``signature.package``: the embedded key (its PEM exactly the canonical one), whose
    fingerprint is ``bag-info.txt``'s, verifies the signature over the tag manifest.
 7. ``signature.trusted``: with trusted keys, the embedded key is one of them.
+7a. ``signature.timestamp``: if the package holds an RFC 3161 timestamp
+    (``signature/tagmanifest-sha256.txt.tsr``), it parses as a ``TimeStampResp`` with
+    a granted status (or as a bare token) holding a SignedData ``TSTInfo``, whose
+    message imprint is the SHA-256 of ``tagmanifest-sha256.txt``'s bytes; its genTime
+    goes into the report's notes. A package without one is not failed (the TSA is
+    optional).
 8. ``evidence.schema``: ``evidence.json`` has the fields of format 1 with their types,
    agrees with ``bag-info.txt``, names every payload file and only files the package
    holds, and each item's gaps are exactly the stretches of its range that no chunk
@@ -50,8 +57,11 @@ Caveats:
   keys of their own. ``signature.trusted`` (a package key obtained out of band) and
   the recorder keys' fingerprints are what tie a package to Vigil; without a trusted
   key the report says so in a note.
-* The RFC 3161 token, if present, is not verified here (it needs the TSA's
-  certificate): ``openssl ts -verify`` does that. Its presence is noted.
+* The RFC 3161 timestamp's own signature (the TSA's CMS signature and its
+  certificate chain) is not verified here: ``cryptography`` has no CMS verifier, and
+  trusting a TSA takes its CA certificate, which the auditor chooses. Step 7a checks
+  what the token says, not who said it; the note it leaves gives the
+  ``openssl ts -verify`` command that checks the rest.
 * zipfile reads the whole central directory before step 1 can count its entries;
   the entry limit bounds the work after that, not the directory's parse.
 """
@@ -80,7 +90,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
-from retrieval import package
+from retrieval import package, timestamp
 from retrieval.package import (
     BAG_DIR_PREFIX,
     BAG_INFO_TXT,
@@ -99,8 +109,9 @@ from vigil import chain, custody
 from vigil.errors import IntegrityError, InvalidInput
 
 CHECKS: Final = ("zip.safe", "bag.structure", "bag.manifest", "bag.tagmanifest",
-                 "signature.package", "signature.trusted", "evidence.schema", "chunk.hash",
-                 "chain.link", "chain.checkpoint", "clip.restitch", "custody.link")
+                 "signature.package", "signature.trusted", "signature.timestamp",
+                 "evidence.schema", "chunk.hash", "chain.link", "chain.checkpoint",
+                 "clip.restitch", "custody.link")
 
 # The format (docs/design/package.md; retrieval/package.py writes it).
 EVIDENCE_FORMAT: Final = "vigil-evidence/1"
@@ -119,6 +130,9 @@ SIGNATURE_BYTES: Final = 64  # Ed25519
 # Tag and signature files are read whole; evidence.json of the largest package the
 # entry limit allows (100,000 chunks of ~500 bytes of JSON each) is ~50 MB.
 MAX_SMALL_FILE_BYTES: Final = 256 << 20
+# An RFC 3161 reply is a few KiB (a token and the TSA's certificates): one larger than
+# the most the TSA client accepts is not parsed.
+MAX_TIMESTAMP_BYTES: Final = timestamp.MAX_RESPONSE_BYTES
 # Members are streamed in blocks of this size: memory stays flat for any size.
 READ_BLOCK_BYTES: Final = 1 << 20
 PROGRESS_STEP: Final = 0.01
@@ -431,6 +445,39 @@ def parse_bag_info(data: bytes, report: Report) -> dict[str, str]:
     if ok:
         report.passed("bag.structure")
     return info
+
+
+# --- 7a. the RFC 3161 timestamp (pure) -----------------------------------------------
+
+
+def check_timestamp(tsr: bytes, tagmanifest: bytes | None, report: Report) -> None:
+    """``signature.timestamp``: the token in ``tsr`` timestamps ``tagmanifest``'s
+    bytes (step 7a). Its genTime, and how to verify the TSA's signature, go into the
+    notes."""
+    try:
+        stamp = timestamp.read_timestamp(tsr)
+    except timestamp.TimestampError as exc:
+        report.fail("signature.timestamp", TIMESTAMP_TSR, str(exc))
+        return
+    said = (f"timestamped by {stamp.tsa or 'an unnamed TSA'} at "
+            f"{stamp.gen_time.isoformat()} (genTime; serial {stamp.serial}, policy "
+            f"{stamp.policy})")
+    if tagmanifest is None:
+        report.fail("signature.timestamp", TAGMANIFEST, f"is missing or unreadable: the "
+                    f"timestamp in {TIMESTAMP_TSR} ({said}) covers nothing")
+        return
+    expected = hashlib.sha256(tagmanifest).digest()
+    if stamp.imprint != expected:
+        report.fail("signature.timestamp", TIMESTAMP_TSR,
+                    f"timestamps SHA-256 {stamp.imprint.hex()}, not {TAGMANIFEST} (SHA-256 "
+                    f"{expected.hex()}): it is the timestamp of other bytes ({said})")
+        return
+    report.passed("signature.timestamp")
+    token_in = "" if stamp.is_response else " -token_in"
+    report.notes.append(
+        f"signature.timestamp: {TAGMANIFEST} was {said}. The TSA's own signature is not "
+        f"verified here: in the bag, run 'openssl ts -verify -data {TAGMANIFEST} -in "
+        f"{TIMESTAMP_TSR}{token_in} -CAfile TSA-CA.pem' with the TSA's CA certificate")
 
 
 # --- 8. evidence.json: the schema (pure) --------------------------------------------
@@ -920,6 +967,9 @@ class _Verifier:
             tag_consistent = self._check_tagmanifest(tagmanifest)
             key = self._check_signature(info, tag_consistent)
             self._check_trusted(key)
+            if TIMESTAMP_TSR in members and TIMESTAMP_TSR not in self.unreadable:
+                check_timestamp(self.small[TIMESTAMP_TSR], self.small.get(TAGMANIFEST),
+                                report)
             self._check_evidence(evidence, schema_errors, info, manifest, data)
             if evidence is not None:
                 self._check_chunks(evidence)
@@ -931,10 +981,6 @@ class _Verifier:
                 check_custody(self.small[CUSTODY_JSONL], evidence, report)
             else:
                 report.fail("custody.link", CUSTODY_JSONL, "is missing or unreadable")
-        if TIMESTAMP_TSR in members:
-            report.notes.append(f"{TIMESTAMP_TSR} (RFC 3161 timestamp) is present but not "
-                                "verified here; check it with 'openssl ts -verify' and the "
-                                "TSA's certificate")
         self.progress.finished()
 
     # reading
@@ -961,10 +1007,16 @@ class _Verifier:
         return b"".join(kept), digest.hexdigest(), size
 
     def _read_small(self, name: str, member: zipfile.ZipInfo) -> None:
-        check = "signature.package" if name.startswith("signature/") else "bag.tagmanifest"
+        check = "signature.timestamp" if name == TIMESTAMP_TSR else \
+            "signature.package" if name.startswith("signature/") else "bag.tagmanifest"
         if member.file_size > MAX_SMALL_FILE_BYTES:
             self.report.fail("bag.structure", name, f"is {member.file_size} bytes, more than "
                              f"{MAX_SMALL_FILE_BYTES} for a tag file")
+            self.unreadable.add(name)
+            return
+        if name == TIMESTAMP_TSR and member.file_size > MAX_TIMESTAMP_BYTES:
+            self.report.fail(check, name, f"is {member.file_size} bytes, more than "
+                             f"{MAX_TIMESTAMP_BYTES} for an RFC 3161 timestamp")
             self.unreadable.add(name)
             return
         result = self._read(member, None, keep=True)

@@ -425,3 +425,36 @@ def test_an_export_survives_its_worker_being_killed(settings: Settings, engine,
     package = _download(settings, export_id, investigator, tmp_path / "p.zip")
     report = verify.verify_package(package)
     assert report.ok, verify.render(report)
+
+
+def test_an_outage_gives_the_export_up_with_a_hold_and_resume_sends_it_again(
+        settings: Settings, footage: Footage, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy import text as sql
+
+    from vigil.db import get_engine
+    from vigil.errors import StorageError
+
+    investigator, _ = _investigator()
+    export_id = _request(_case(investigator), investigator, [exports.ItemRequest(
+        footage.camera, footage.first[0], footage.first[1])])
+
+    def unreachable(*_args: object, **_kwargs: object) -> bytes:
+        raise StorageError("reading chunks/...: object store unreachable")
+
+    with monkeypatch.context() as m:
+        m.setattr(exports, "read_plaintext", unreachable)
+        with pytest.raises(StorageError):
+            exports.run_export(settings=settings, export_id=export_id, owner="t")
+    row = _export_row(export_id)
+    assert row.status == ExportStatus.RUNNING and row.lease_owner is None
+    assert row.lease_expires_at is not None and row.lease_expires_at > datetime.now(UTC)
+    # Held: neither resumed nor claimable yet, so an outage is not hammered.
+    assert export_id not in exports.stalled_exports(get_engine())
+    assert exports.run_export(settings=settings, export_id=export_id, owner="u") == "busy"
+
+    with get_engine().begin() as conn:  # the hold passes
+        conn.execute(sql("UPDATE exports SET lease_expires_at = now() - interval '1 s' "
+                         "WHERE id = :id"), {"id": export_id})
+    assert export_id in exports.stalled_exports(get_engine())
+    assert exports.run_export(settings=settings, export_id=export_id, owner="v") == "succeeded"
+    assert _export_row(export_id).attempts == 2

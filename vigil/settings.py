@@ -104,6 +104,13 @@ class Settings(BaseSettings):
     # the largest package the verification endpoint accepts.
     organization: str = "Vigil"
     verify_upload_max_mb: int = 4096
+    # RFC 3161 timestamp authority (VIGIL_TSA_URL): when set, every package's tag
+    # manifest is timestamped by it (retrieval/timestamp.py) and an export fails
+    # rather than ship without the timestamp. The URL may carry credentials
+    # (https://user:pass@tsa.example/); it is only ever shown redacted. Unset: no
+    # timestamps. VIGIL_TSA_TIMEOUT_S bounds each network operation with the TSA.
+    tsa_url: str | None = None
+    tsa_timeout_s: float = 30.0
 
     stack: StackSettings = Field(default_factory=StackSettings)
 
