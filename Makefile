@@ -5,7 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps run test lint bench-catalog stack-up stack-down clean
+.PHONY: install system-deps run test lint bench-catalog bench-export bench-watermark bench-verify \
+	stack-up stack-down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -33,6 +34,15 @@ lint: install
 
 bench-catalog: install
 	$(BIN)/python bench/catalog.py
+
+bench-export: install
+	$(BIN)/python bench/export.py
+
+bench-watermark: install
+	$(BIN)/python bench/watermark.py
+
+bench-verify: install
+	$(BIN)/python bench/verify.py
 
 stack-up: install
 	$(BIN)/vigil stack up
