@@ -67,7 +67,14 @@ from vigil.catalog.models import (
 from vigil.catalog.queries import chunks_overlapping
 from vigil.chunks import link_of, read_plaintext, to_us
 from vigil.db import get_engine, session_scope
-from vigil.errors import Conflict, IntegrityError, InvalidInput, NotFound, VigilError
+from vigil.errors import (
+    Conflict,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    StorageError,
+    VigilError,
+)
 from vigil.intervals import Span
 from vigil.objectstore import get_object_store
 from vigil.settings import Settings
@@ -379,8 +386,11 @@ def run_export(*, settings: Settings, export_id: uuid.UUID, owner: str) -> str:
             except LeaseLost:
                 log.warning("export %s: lease lost; another worker goes on", export_id)
                 return "busy"
-            except (IntegrityError, InvalidInput, NotFound) as exc:
-                _fail(ctx, exc)
+            except StorageError:
+                _release(engine, export_id, owner)  # an outage: tried again later
+                raise
+            except VigilError as exc:  # integrity, bad input, missing footage or tools:
+                _fail(ctx, exc)  # trying again would fail the same way
                 return "failed"
             except BaseException:
                 _release(engine, export_id, owner)
