@@ -152,6 +152,8 @@ def export(
 
     if output.exists():
         raise InvalidInput(f"{output} exists; choose another output path")
+    if not output.parent.is_dir():
+        raise InvalidInput(f"{output.parent} is not a directory")
     t0, t1 = parse_instant(start), parse_instant(end)
     configure()
     with session_scope() as session:

@@ -12,6 +12,7 @@ of a case is its first member.
 
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
 from vigil import audit, custody
@@ -30,6 +32,7 @@ from vigil.errors import Conflict, Forbidden, InvalidInput, NotFound
 MAX_TITLE_CHARS: Final = 300
 MAX_REFERENCE_CHARS: Final = 64
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_REFERENCE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _REFERENCE_ALPHABET: Final = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 
 
@@ -93,19 +96,27 @@ def _new_reference(now: datetime) -> str:
 def create_case(*, session: Session, title: str, principal: Principal,
                 reference: str | None = None, description: str = "") -> Case:
     title = title.strip()
-    if not title or len(title) > MAX_TITLE_CHARS:
-        raise InvalidInput(f"a case needs a title of 1 to {MAX_TITLE_CHARS} characters")
+    if not title or len(title) > MAX_TITLE_CHARS or not title.isprintable():
+        raise InvalidInput(f"a case needs a title of 1 to {MAX_TITLE_CHARS} printable "
+                           "characters")
+    if "\x00" in description:
+        raise InvalidInput("a case description may not contain NUL characters")
     now = datetime.now(UTC)
     reference = (reference or _new_reference(now)).strip()
-    if not reference or len(reference) > MAX_REFERENCE_CHARS or not reference.isprintable():
-        raise InvalidInput(f"a case reference is 1 to {MAX_REFERENCE_CHARS} printable "
-                           "characters")
+    # Letters, digits, '.', '_' and '-': a reference goes into URLs and file names.
+    if len(reference) > MAX_REFERENCE_CHARS or not _REFERENCE.fullmatch(reference):
+        raise InvalidInput(f"a case reference is 1 to {MAX_REFERENCE_CHARS} letters, digits, "
+                           "'.', '_' or '-', starting with a letter or digit")
     if session.scalars(select(Case.id).where(Case.reference == reference)).first():
         raise Conflict(f"case {reference!r} already exists")
     case = Case(reference=reference, title=title, description=description,
                 region_id=principal.region_id, created_by=principal.id)
-    session.add(case)
-    session.flush()
+    try:
+        with session.begin_nested():  # a concurrent create of the same reference
+            session.add(case)
+            session.flush()
+    except DBIntegrityError:
+        raise Conflict(f"case {reference!r} already exists") from None
     session.add(CaseMember(case_id=case.id, principal_id=principal.id, added_by=principal.id))
     append_custody(session=session, case=case, action="case_opened", principal=principal,
                    detail={"title": title, "description": description})
@@ -138,6 +149,8 @@ def acting_case(*, session: Session, reference: str, principal: Principal) -> Ca
     """The case, if ``principal`` may act on it (admin, or investigator member) and it
     is open."""
     case = get_case(session=session, reference=reference, principal=principal)
+    # Locked, so that a concurrent close cannot slip between this check and the action.
+    session.refresh(case, with_for_update=True)
     role = RoleName(principal.role)
     if role == RoleName.AUDITOR or (role != RoleName.ADMIN and not is_member(
             session=session, case=case, principal=principal)):
@@ -157,8 +170,8 @@ def list_cases(*, session: Session, principal: Principal) -> Sequence[Case]:
 
 def close_case(*, session: Session, reference: str, principal: Principal, reason: str) -> Case:
     reason = reason.strip()
-    if not reason:
-        raise InvalidInput("closing a case needs a reason")
+    if not reason or "\x00" in reason:
+        raise InvalidInput("closing a case needs a reason (without NUL characters)")
     case = acting_case(session=session, reference=reference, principal=principal)
     case.status = CaseStatus.CLOSED
     case.closed_at = datetime.now(UTC)

@@ -200,17 +200,20 @@ def get_export(export_id: str, session: SessionDep,
 
 
 @router.get("/exports/{export_id}/package", response_class=FileResponse)
-def download_package(export_id: str, session: SessionDep,
+def download_package(export_id: str, request: Request, session: SessionDep,
                      principal: Annotated[Principal, Depends(_investigators)]) -> FileResponse:
     """The package (a zip), checked against its recorded hash; every download is a
-    custody event. Supports HTTP Range, so a broken download can resume."""
+    custody event. Supports HTTP Range, so a broken download can resume: a request for
+    a range that does not start at byte 0 continues a download already recorded."""
+    ranged = (request.headers.get("range") or "").replace(" ", "")
     export, case = exports.get_export(session=session, export_id=export_id,
                                       principal=principal)
     tmp = Path(tempfile.mkdtemp(prefix="vigil-download-"))
     try:
         path = exports.download_package(session=session, settings=get_settings(),
                                         export=export, case=case, principal=principal,
-                                        dst=tmp / "package.zip", via="api")
+                                        dst=tmp / "package.zip", via="api",
+                                        record=not ranged or ranged.startswith("bytes=0-"))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -20,8 +20,10 @@ custody event; a Celery task (``retrieval.tasks``) then builds the package
    verifier before it leaves;
 6. seal the zip under a fresh data key and store it; mark the export succeeded.
 
-Transient failures (object store or database unreachable) raise, so that the task
-is retried with backoff; everything else ends the export as failed with its reason.
+Transient failures (object store, database or timestamp authority unreachable) give
+the lease up with a hold and raise; ``vigil.export.resume`` sends the export again
+after it. Everything else ends the export as failed with its reason, and so do the
+task's soft time limit and ``MAX_ATTEMPTS`` attempts that never completed.
 Progress (stage and percent) is written to the export's row as it goes.
 """
 
@@ -42,6 +44,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -83,6 +86,12 @@ log = logging.getLogger("vigil.exports")
 
 MAX_ITEMS: Final = 16
 MAX_ITEM_SPAN: Final = timedelta(hours=24)
+# Footage per export, so that it completes within the task's soft time limit (55 min):
+# an hour exports in ~76 s; a watermarked copy encodes at ~2x real time (bench/).
+MAX_TOTAL: Final = timedelta(hours=24)
+MAX_TOTAL_WATERMARKED: Final = timedelta(minutes=90)
+# An export still unfinished after this many attempts is failed, not retried forever.
+MAX_ATTEMPTS: Final = 8
 MAX_TEXT_CHARS: Final = 500
 LEASE_TTL: Final = timedelta(seconds=30)
 LEASE_RENEW_S: Final = 10.0
@@ -110,8 +119,9 @@ def request_export(*, session: Session, reference: str, items: Sequence[ItemRequ
     """Record an export request (flushes; the caller commits, then ``enqueue``s)."""
     case = cases.acting_case(session=session, reference=reference, principal=principal)
     purpose, recipient = purpose.strip(), (recipient or "").strip() or None
-    if not purpose or len(purpose) > MAX_TEXT_CHARS:
-        raise InvalidInput(f"an export needs a purpose of 1 to {MAX_TEXT_CHARS} characters")
+    if not purpose or len(purpose) > MAX_TEXT_CHARS or not purpose.isprintable():
+        raise InvalidInput(f"an export needs a purpose of 1 to {MAX_TEXT_CHARS} printable "
+                           "characters")
     if recipient is not None and (len(recipient) > MAX_TEXT_CHARS
                                   or not recipient.isprintable()):
         raise InvalidInput(f"a recipient is 1 to {MAX_TEXT_CHARS} printable characters")
@@ -127,14 +137,23 @@ def request_export(*, session: Session, reference: str, items: Sequence[ItemRequ
         if item.end_at - item.start_at > MAX_ITEM_SPAN:
             raise InvalidInput(f"camera {item.camera!r}: a range is at most "
                                f"{MAX_ITEM_SPAN.total_seconds() / 3600:g} h")
-        if item.start_at >= now:
-            raise InvalidInput(f"camera {item.camera!r}: the range starts in the future")
+        if item.end_at > now:
+            raise InvalidInput(f"camera {item.camera!r}: the range ends in the future")
         camera = get_camera(session=session, name=item.camera)
+        if any(c.id == camera.id for c, _ in rows):
+            raise InvalidInput(f"camera {item.camera!r} appears twice: one range per camera "
+                               "(export other ranges separately)")
         if not chunks_overlapping(session, camera_id=camera.id,
                                   window=Span(item.start_at, item.end_at)):
             raise InvalidInput(f"camera {item.camera!r} has no recording in "
                                f"[{item.start_at.isoformat()}, {item.end_at.isoformat()})")
         rows.append((camera, item))
+    total = sum((i.end_at - i.start_at for _, i in rows), timedelta(0))
+    limit = MAX_TOTAL_WATERMARKED if recipient else MAX_TOTAL
+    if total > limit:
+        raise InvalidInput(f"an export{' with a watermarked copy' if recipient else ''} holds "
+                           f"at most {limit.total_seconds() / 3600:g} h of footage in all, so "
+                           "that it completes within the task's time limit; split it")
     export = Export(case_id=case.id, requested_by=principal.id, purpose=purpose,
                     recipient=recipient)
     session.add(export)
@@ -194,6 +213,12 @@ def enqueue(export_id: uuid.UUID) -> None:
 # --- the lease -----------------------------------------------------------------------
 
 
+class ChunkMissing(IntegrityError):
+    """A chunk the catalog names has no object in the store."""
+
+    code = "chunk_missing"
+
+
 class LeaseLost(Conflict):
     """Another worker took the export over (this one was too slow to renew)."""
 
@@ -207,10 +232,11 @@ def claim(engine: Engine, export_id: uuid.UUID, owner: str) -> bool:
                SET lease_owner = :owner, lease_expires_at = now() + :ttl,
                    status = 'running', started_at = coalesce(started_at, now()),
                    attempts = attempts + 1
-             WHERE id = :id AND status IN ('queued', 'running')
+             WHERE id = :id AND status IN ('queued', 'running') AND attempts < :max
                AND (lease_expires_at IS NULL OR lease_expires_at < now()
                     OR lease_owner = :owner)
-            RETURNING id"""), {"id": export_id, "owner": owner, "ttl": LEASE_TTL}).first()
+            RETURNING id"""), {"id": export_id, "owner": owner, "ttl": LEASE_TTL,
+                               "max": MAX_ATTEMPTS}).first()
     return row is not None
 
 
@@ -361,8 +387,14 @@ def _gaps(session: Session, camera_id: int, span: Span) -> list[dict[str, Any]]:
 class _Context:
     settings: Settings
     export_id: uuid.UUID
-    owner: str
+    owner: str | None  # None: acting on an export nobody holds (giving it up)
     workdir: Path
+
+
+class ExportAbandoned(VigilError):
+    """The export could not complete: too many attempts, or the task's time limit."""
+
+    code = "export_abandoned"
 
 
 def run_export(*, settings: Settings, export_id: uuid.UUID, owner: str) -> str:
@@ -375,8 +407,20 @@ def run_export(*, settings: Settings, export_id: uuid.UUID, owner: str) -> str:
             export = session.get(Export, export_id)
             if export is None:
                 raise NotFound(f"export {export_id} does not exist")
-            return "busy" if export.status == ExportStatus.RUNNING else "done"
-    workdir = settings.home_dir / "work" / "exports" / f"{export_id}-{uuid.uuid4().hex[:8]}"
+            status, attempts = export.status, export.attempts
+            expired = export.lease_expires_at is None or \
+                export.lease_expires_at < datetime.now(UTC)
+        if status in (ExportStatus.QUEUED, ExportStatus.RUNNING) and \
+                attempts >= MAX_ATTEMPTS and expired:
+            _fail(_Context(settings=settings, export_id=export_id, owner=None, workdir=Path()),
+                  ExportAbandoned(f"no attempt completed in {attempts}; see the workers' logs"))
+            return "failed"
+        return "busy" if status == ExportStatus.RUNNING else "done"
+    # Plaintext left by an attempt whose worker was killed: this lease owns it now.
+    exports_dir = settings.home_dir / "work" / "exports"
+    for stale in exports_dir.glob(f"{export_id}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    workdir = exports_dir / f"{export_id}-{uuid.uuid4().hex[:8]}"
     workdir.mkdir(parents=True)
     ctx = _Context(settings=settings, export_id=export_id, owner=owner, workdir=workdir)
     try:
@@ -391,6 +435,10 @@ def run_export(*, settings: Settings, export_id: uuid.UUID, owner: str) -> str:
                 raise
             except VigilError as exc:  # integrity, bad input, missing footage or tools:
                 _fail(ctx, exc)  # trying again would fail the same way
+                return "failed"
+            except SoftTimeLimitExceeded:
+                _fail(ctx, ExportAbandoned("the export did not complete within the task's "
+                                           "time limit; export shorter ranges"))
                 return "failed"
             except BaseException:
                 _release(engine, export_id, owner)
@@ -422,7 +470,9 @@ def _fail(ctx: _Context, exc: VigilError) -> None:
     with session_scope() as session:
         export = session.get(Export, ctx.export_id, with_for_update=True)
         assert export is not None
-        if export.lease_owner != ctx.owner:
+        if ctx.owner is not None and export.lease_owner != ctx.owner:
+            return
+        if export.status not in (ExportStatus.QUEUED, ExportStatus.RUNNING):
             return
         export.status, export.error = ExportStatus.FAILED, message
         export.finished_at = datetime.now(UTC)
@@ -476,6 +526,9 @@ def _build(ctx: _Context, beat: _Heartbeat) -> None:
                 except IntegrityError as exc:
                     raise type(exc)(f"camera {item.camera.name!r} chunk {chunk.seq} "
                                     f"({chunk.object_key}): {exc}") from exc
+                except NotFound as exc:
+                    raise ChunkMissing(f"camera {item.camera.name!r} chunk {chunk.seq}: "
+                                       f"{exc}") from exc
             path = folder / f"{chunk.seq:010d}.mov"
             path.write_bytes(plaintext)
             item.files[chunk.seq] = path
@@ -555,7 +608,9 @@ def _build(ctx: _Context, beat: _Heartbeat) -> None:
     with open(zip_path, "rb") as src, open(sealed_path, "wb") as dst:
         sealed = crypto.seal_stream(src, dst, camera_id=0, seq=0, start_us=0,
                                     plaintext_sha256=zip_sha)
-    object_key = f"{PACKAGE_PREFIX}{ctx.export_id}.zip.vglc"
+    # A key per attempt: a worker whose lease was taken over can never overwrite the
+    # package another worker stored and committed.
+    object_key = f"{PACKAGE_PREFIX}{ctx.export_id}/{uuid.uuid4().hex[:12]}.zip.vglc"
     with session_scope() as session:
         data_key = keys.new_data_key(session=session, provider=provider,
                                      data_key=sealed.data_key)
@@ -675,9 +730,10 @@ def _version(dist: str) -> str:
 
 
 def download_package(*, session: Session, settings: Settings, export: Export, case: Case,
-                     principal: Principal, dst: Path, via: str) -> Path:
+                     principal: Principal, dst: Path, via: str, record: bool = True) -> Path:
     """Decrypt the stored package into ``dst`` (checked against its recorded hash) and
-    record the download as a custody event. Commits."""
+    record the download as a custody event (unless ``record`` is false: the rest of a
+    download already recorded, asked for by HTTP Range). Commits."""
     if RoleName(principal.role) == RoleName.AUDITOR or (
             RoleName(principal.role) != RoleName.ADMIN
             and not cases.is_member(session=session, case=case, principal=principal)):
@@ -704,6 +760,8 @@ def download_package(*, session: Session, settings: Settings, export: Export, ca
                             f"{exc}") from exc
     finally:
         sealed.unlink(missing_ok=True)
+    if not record:
+        return dst
     cases.append_custody(session=session, case=case, action="package_downloaded",
                          principal=principal, export_id=export.id,
                          detail={"via": via, "package_sha256": export.package_sha256.hex()})

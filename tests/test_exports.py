@@ -238,12 +238,60 @@ def test_export_requests_are_checked(settings: Settings, footage: Footage) -> No
         # Nothing recorded there: refused at once, not after queueing.
         (investigator, [exports.ItemRequest(footage.camera, t0 - timedelta(hours=2),
                                             t0 - timedelta(hours=1))], InvalidInput),
+        (investigator, [exports.ItemRequest(footage.camera, t0, t1),
+                        exports.ItemRequest(footage.camera, t1, t1 + timedelta(seconds=5))],
+         InvalidInput),  # one range per camera
+        (investigator, [exports.ItemRequest(footage.camera, t0,
+                                            datetime.now(UTC) + timedelta(hours=1))],
+         InvalidInput),  # ends in the future
         # Someone outside the case does not learn that it exists.
         (outsider, [exports.ItemRequest(footage.camera, t0, t1)], NotFound),
     ]
     for who, items, error in cases_of:
         with pytest.raises(error):
             _request(reference, who, items)
+    # A watermarked copy of more footage than the task's time limit allows.
+    with pytest.raises(InvalidInput, match="at most 1.5 h"):
+        _request(reference, investigator, [exports.ItemRequest(
+            footage.camera, t0 - timedelta(hours=2), t1)], recipient="Court")
+
+
+def test_a_missing_chunk_and_exhausted_attempts_fail_the_export_with_named_errors(
+        settings: Settings, footage: Footage, engine, tmp_path: Path) -> None:
+    from sqlalchemy import text as sql
+
+    from vigil.db import get_engine
+
+    camera = _camera(chunk_seconds=2)
+    result = _import(settings, encode(tmp_path / "m.mp4", seconds=4, gop=25, audio=False),
+                     camera, START)
+    with session_scope() as session:
+        key = session.scalars(select(Chunk.object_key).where(
+            Chunk.camera_id == result.camera_id).order_by(Chunk.seq).limit(1)).one()
+    get_object_store(settings).delete(key)
+    investigator, _ = _investigator()
+    export_id = _request(_case(investigator), investigator, [exports.ItemRequest(
+        camera, result.start_at, result.end_at)])
+    assert exports.run_export(settings=settings, export_id=export_id, owner="t") == "failed"
+    row = _export_row(export_id)
+    assert row.error is not None and row.error.startswith("chunk_missing:")
+
+    # An export whose attempts all died is failed, not sent to workers forever.
+    export_id = _request(_case(investigator), investigator, [exports.ItemRequest(
+        footage.camera, footage.first[0], footage.first[1])])
+    with get_engine().begin() as conn:
+        conn.execute(sql("UPDATE exports SET status = 'running', attempts = :n, "
+                         "lease_expires_at = now() - interval '1 s' WHERE id = :id"),
+                     {"id": export_id, "n": exports.MAX_ATTEMPTS})
+    assert exports.run_export(settings=settings, export_id=export_id, owner="t") == "failed"
+    row = _export_row(export_id)
+    assert row.status == ExportStatus.FAILED and row.error is not None
+    assert row.error.startswith("export_abandoned:")
+    with session_scope() as session:
+        case = session.get(cases.Case, row.case_id)
+        assert case is not None
+        actions = [e.action for e, _ in cases.custody_log(session=session, case=case)]
+    assert actions[-1] == "export_failed"
 
 
 # --- the API ------------------------------------------------------------------------
@@ -330,7 +378,8 @@ def test_the_api_opens_a_case_exports_downloads_with_ranges_and_verifies(
 
     r2 = api.get(f"/api/v1/cases/{reference}/custody", headers=auditor)
     assert r2.status_code == 200 and r2.json()["verified"] is True
-    assert [e["action"] for e in r2.json()["events"]].count("package_downloaded") == 2
+    # The full download is recorded; the range request continues it and is not.
+    assert [e["action"] for e in r2.json()["events"]].count("package_downloaded") == 1
 
     # Auditors verify through the API: the genuine package, then a tampered one.
     ok = api.post("/api/v1/verify", headers={**auditor, "Content-Type": "application/zip"},
@@ -458,3 +507,22 @@ def test_an_outage_gives_the_export_up_with_a_hold_and_resume_sends_it_again(
     assert export_id in exports.stalled_exports(get_engine())
     assert exports.run_export(settings=settings, export_id=export_id, owner="v") == "succeeded"
     assert _export_row(export_id).attempts == 2
+
+
+def test_case_references_titles_and_reasons_are_checked(settings: Settings, engine) -> None:
+    from vigil.errors import Conflict, InvalidInput
+
+    investigator, _ = _investigator()
+    reference = f"CASE-{uuid.uuid4().hex[:6]}"
+    with session_scope() as session:
+        cases.create_case(session=session, title="Arson", reference=reference,
+                          principal=session.merge(_principal(investigator)))
+    for ref, title, error in [(reference, "Again", Conflict), ("2026/17", "Slash", InvalidInput),
+                              ("../x", "Dots", InvalidInput), (None, "nul\x00", InvalidInput),
+                              (None, "   ", InvalidInput)]:
+        with pytest.raises(error), session_scope() as session:
+            cases.create_case(session=session, title=title, reference=ref,
+                              principal=session.merge(_principal(investigator)))
+    with pytest.raises(InvalidInput), session_scope() as session:
+        cases.close_case(session=session, reference=reference, reason="\x00",
+                         principal=session.merge(_principal(investigator)))
