@@ -7,6 +7,7 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -82,3 +83,23 @@ def read_until(proc: subprocess.Popen[str], marker: str, timeout_s: float) -> li
         if line.startswith(marker):
             return lines
     raise AssertionError(f"no {marker!r} within {timeout_s} s; output: {lines}")
+
+
+def read_rest(proc: subprocess.Popen[str], timeout_s: float) -> list[str]:
+    """The rest of ``proc``'s stdout, to its end, once ``proc`` has been told to stop.
+
+    Reads through ``proc.stdout`` itself: ``communicate(timeout=...)`` reads the raw
+    pipe and drops whatever ``readline`` had already buffered.
+    """
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    rest: list[str] = []
+    reader = threading.Thread(target=lambda: rest.append(stdout.read()), daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    if reader.is_alive():
+        proc.kill()
+        reader.join(10)
+        raise AssertionError(f"stdout did not end within {timeout_s} s")
+    proc.wait(timeout=max(1.0, timeout_s))
+    return "".join(rest).splitlines()

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.support import VIGIL, read_until, settings_for
+from tests.support import VIGIL, read_rest, read_until, settings_for
 from vigil.db import make_engine
 
 pytestmark = pytest.mark.slow
@@ -95,7 +95,7 @@ def test_an_investigator_exports_the_demo_camera_and_an_auditor_verifies(
         api_package.write_bytes(download.content)
     finally:
         run.send_signal(signal.SIGINT)
-        run.communicate(timeout=120)
+        read_rest(run, timeout_s=120)
     assert run.returncode == 0
 
     # The auditor, with no server running at all.

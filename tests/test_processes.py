@@ -13,7 +13,7 @@ import psutil
 import pytest
 from sqlalchemy import text
 
-from tests.support import VIGIL, read_until, settings_for
+from tests.support import VIGIL, read_rest, read_until, settings_for
 from vigil.db import make_engine
 from vigil.settings import Settings
 
@@ -82,9 +82,9 @@ def test_run_serves_the_api_and_ctrl_c_stops_everything(own_stack: dict[str, str
         assert len(servers) == 3
     finally:
         run.send_signal(signal.SIGINT)
-        rest, _ = run.communicate(timeout=120)
+        rest = read_rest(run, timeout_s=120)
     assert run.returncode == 0
-    output = [*lines, *rest.splitlines()]
+    output = [*lines, *rest]
     time.sleep(0.5)
     leftovers = [pid for pid in family + servers
                  if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
@@ -98,6 +98,7 @@ def test_run_serves_the_api_and_ctrl_c_stops_everything(own_stack: dict[str, str
     # The token is printed for the operator on two lines; nowhere else.
     logs["stdout"] = "\n".join(line for line in output
                                if not line.startswith(("Admin token:", "Try:")))
+    assert "Press Ctrl-C to stop everything." in output  # no line of stdout was dropped
     assert "GET /api/v1/cameras" in logs["stdout"]  # the API did log its requests
     for path, content in logs.items():
         for name, secret in [*secrets.items(), ("admin token", token)]:
