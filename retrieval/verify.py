@@ -46,7 +46,11 @@ unsafe zip stops everything after step 1):
     than the format promises and is not accepted.
 12. ``clip.restitch``: stitching the originals again gives the clip, packet for
     packet (only from members whose manifest hashes checked; skipped with a note when
-    ``restitch`` is false).
+    ``restitch`` is false). Stored members are read where they lie in the zip
+    (``stored_extent``, FFmpeg's ``subfile`` protocol), and then re-stitched on a
+    second thread while the first hashes them; the verdict counts only once their
+    hashes checked. Other members are re-stitched afterwards from copies made while
+    hashing them.
 13. ``custody.link``: every custody event parses in canonical form, follows the one
     before it from the case's first event and re-computes its hash; all are of the
     package's case; the last is this export's ``export_packaged`` event.
@@ -72,11 +76,13 @@ import hashlib
 import json
 import re
 import stat
+import struct
 import tempfile
 import unicodedata
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -250,8 +256,8 @@ def verify_package(path: Path, *, trusted_keys: Sequence[Ed25519PublicKey] = (),
         infos = check_zip(zf.infolist(), limits, report, archive_bytes=path.stat().st_size)
         if infos is None:
             return report
-        _Verifier(zf, infos, report, trusted_keys=trusted_keys, restitch=restitch,
-                  on_progress=on_progress).run()
+        _Verifier(zf, infos, report, path=path, trusted_keys=trusted_keys,
+                  restitch=restitch, on_progress=on_progress).run()
     return report
 
 
@@ -919,11 +925,36 @@ def check_custody(data: bytes, evidence: EvidenceRecord | None, report: Report) 
 # --- the I/O: reading members, signatures, re-stitching -----------------------------
 
 
+# Where a member clip.restitch reads lies: (file, None) for a copy made while hashing
+# it, or (the package, (offset, length)) for a stored member read in place.
+_Media = tuple[Path, tuple[int, int] | None]
+_LOCAL_HEADER: Final = struct.Struct("<4s22xHH")  # signature, ..., name and extra lengths
+_LOCAL_SIGNATURE: Final = b"PK\x03\x04"
+
+
+def stored_extent(f: IO[bytes], member: zipfile.ZipInfo) -> tuple[int, int] | None:
+    """(offset, length) of a stored, unencrypted member's bytes in the archive ``f``,
+    found as zipfile finds them (after the local header, its name and extra field);
+    None for any other member, which is then copied out to be read."""
+    if member.compress_type != zipfile.ZIP_STORED or member.flag_bits & 0x1 or \
+            member.file_size <= 0 or member.compress_size != member.file_size:
+        return None
+    f.seek(member.header_offset)
+    head = f.read(_LOCAL_HEADER.size)
+    if len(head) < _LOCAL_HEADER.size:
+        return None
+    signature, name_length, extra_length = _LOCAL_HEADER.unpack(head)
+    if signature != _LOCAL_SIGNATURE:
+        return None
+    return member.header_offset + _LOCAL_HEADER.size + name_length + extra_length, \
+        member.file_size
+
+
 class _Verifier:
     def __init__(self, zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], report: Report, *,
-                 trusted_keys: Sequence[Ed25519PublicKey], restitch: bool,
+                 path: Path, trusted_keys: Sequence[Ed25519PublicKey], restitch: bool,
                  on_progress: Callable[[float], None] | None) -> None:
-        self.zf, self.infos, self.report = zf, infos, report
+        self.zf, self.infos, self.report, self.path = zf, infos, report, path
         self.trusted_keys, self.restitch = trusted_keys, restitch
         self.progress = _Progress(on_progress, total=sum(i.file_size for i in infos))
         self.small: dict[str, bytes] = {}
@@ -961,8 +992,15 @@ class _Verifier:
         data = {name: i for name, i in members.items() if name.startswith("data/")}
         with tempfile.TemporaryDirectory(prefix="vigil-verify-") as tmp:
             wanted = self._wanted(evidence, data, Path(tmp))
-            for name, member in data.items():
-                self._read_data(name, member, wanted.get(name))
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-restitch")
+            with pool:
+                early = self._restitch_early(evidence, wanted, pool)
+                for name, member in data.items():
+                    media = wanted.get(name)
+                    self._read_data(name, member,
+                                    media[0] if media and not media[1] else None)
+                if early is not None:
+                    early.result()  # raises what the re-stitch raised
             self._check_manifest(manifest, data, info)
             tag_consistent = self._check_tagmanifest(tagmanifest)
             key = self._check_signature(info, tag_consistent)
@@ -976,7 +1014,7 @@ class _Verifier:
                 for item in evidence.items:
                     head = check_chain(item, self.hashes, report)
                     check_checkpoint(item, head, evidence.keys, report)
-                self._restitch(evidence, manifest, wanted)
+                self._restitch(evidence, manifest, wanted, early)
             if CUSTODY_JSONL in self.small:
                 check_custody(self.small[CUSTODY_JSONL], evidence, report)
             else:
@@ -1039,17 +1077,23 @@ class _Verifier:
         self.hashes[name] = (result[1], result[2])
 
     def _wanted(self, evidence: EvidenceRecord | None, data: dict[str, zipfile.ZipInfo],
-                tmp: Path) -> dict[str, Path]:
-        """Where the members clip.restitch needs are copied, under our own names."""
+                tmp: Path) -> dict[str, _Media]:
+        """Where clip.restitch reads the members it needs: stored members in place,
+        others from a copy under our own names, made while hashing them."""
         if not self.restitch or evidence is None:
             return {}
-        wanted: dict[str, Path] = {}
-        for item in evidence.items:
-            for name in [c.file for c in item.chunks] + [item.clip_file]:
-                if name in data and name not in wanted:
+        wanted: dict[str, _Media] = {}
+        with self.path.open("rb") as f:
+            for item in evidence.items:
+                for name in [c.file for c in item.chunks] + [item.clip_file]:
+                    if name not in data or name in wanted:
+                        continue
+                    if (extent := stored_extent(f, data[name])) is not None:
+                        wanted[name] = (self.path, extent)
+                        continue
                     folder = tmp / f"{len(wanted):06d}"  # the member's own name inside,
                     folder.mkdir()  # so that clip.restitch's messages name it
-                    wanted[name] = folder / Path(name).name
+                    wanted[name] = (folder / Path(name).name, None)
         return wanted
 
     # 4, 5. manifests
@@ -1228,31 +1272,62 @@ class _Verifier:
     # 12. the clip
 
     def _restitch(self, evidence: EvidenceRecord, manifest: dict[str, str] | None,
-                  wanted: dict[str, Path]) -> None:
+                  wanted: dict[str, _Media],
+                  early: Future[list[list[str] | None]] | None) -> None:
+        """Report clip.restitch for each item whose members all passed the manifest;
+        ``early`` holds the differences when they were found while hashing."""
         report = self.report
         if not self.restitch:
             report.notes.append("clip.restitch not checked (restitch off)")
             return
-        from retrieval import clip as clips
-
-        for item in evidence.items:
+        found = early.result() if early is not None else None
+        for n, item in enumerate(evidence.items):
             needed = [c.file for c in item.chunks if c.file is not None] + [item.clip_file]
-            bad = [n for n in needed if n not in wanted or manifest is None
-                   or self.hashes.get(n, ("",))[0] != manifest.get(n)]
+            bad = [name for name in needed if name not in wanted or manifest is None
+                   or self.hashes.get(name, ("",))[0] != manifest.get(name)]
             if bad:
                 report.fail("clip.restitch", item.clip_file,
                             f"not re-stitched: {', '.join(bad)} did not pass {MANIFEST}")
                 continue
-            sources = [clips.ClipSource(wanted[c.file], c.seq, c.start_us, c.end_us)
-                       for c in item.chunks if c.file is not None]
-            gaps = [clips.ClipGap(g.start_us, g.end_us, g.cause) for g in item.gaps]
-            differences = clips.check_restitch(wanted[item.clip_file], sources,
-                                               from_us=item.from_us, to_us=item.to_us,
-                                               gaps=gaps, title=item.camera_name)
+            differences = found[n] if found is not None else _differences(item, wanted)
+            assert differences is not None
             for difference in differences:
                 report.fail("clip.restitch", item.clip_file, difference)
             if not differences:
                 report.passed("clip.restitch")
+
+    def _restitch_early(self, evidence: EvidenceRecord | None, wanted: dict[str, _Media],
+                        pool: ThreadPoolExecutor) -> Future[list[list[str] | None]] | None:
+        """When every member the re-stitch needs is read in place, re-stitch on another
+        thread while this one hashes (FFmpeg and SHA-256 both run without the GIL);
+        whether the result counts is decided once the hashes are known."""
+        if not self.restitch or evidence is None or not wanted or \
+                any(extent is None for _, extent in wanted.values()):
+            return None
+        items = evidence.items
+
+        def run() -> list[list[str] | None]:
+            return [_differences(item, wanted) if all(name in wanted for name in (
+                [c.file for c in item.chunks if c.file is not None] + [item.clip_file]))
+                else None for item in items]
+
+        return pool.submit(run)
+
+
+def _differences(item: ItemRecord, wanted: dict[str, _Media]) -> list[str]:
+    from retrieval import clip as clips
+
+    def extent(name: str) -> clips.Extent | None:
+        at = wanted[name][1]
+        return clips.Extent(*at) if at is not None else None
+
+    sources = [clips.ClipSource(wanted[c.file][0], c.seq, c.start_us, c.end_us,
+                                extent=extent(c.file))
+               for c in item.chunks if c.file is not None]
+    gaps = [clips.ClipGap(g.start_us, g.end_us, g.cause) for g in item.gaps]
+    return clips.check_restitch(wanted[item.clip_file][0], sources, from_us=item.from_us,
+                                to_us=item.to_us, gaps=gaps, title=item.camera_name,
+                                clip_extent=extent(item.clip_file))
 
 
 class _Progress:

@@ -287,6 +287,45 @@ def test_a_clip_that_is_not_the_stitch_of_its_originals_fails(built: Built,
     assert {f.file for f in report.failures} == {DATA_CLIP}
 
 
+def test_deflated_payload_members_are_re_stitched_from_copies(built: Built,
+                                                              tmp_path: Path) -> None:
+    """Stored members are re-stitched in place (FFmpeg's subfile protocol), others from
+    a copy made while hashing them: both paths reach the same verdict."""
+    deflated = tmp_path / "deflated.zip"
+    with zipfile.ZipFile(built.path) as zin, zipfile.ZipFile(deflated, "w") as zout:
+        for info in zin.infolist():
+            copy = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+            copy.external_attr, copy.create_system = info.external_attr, info.create_system
+            copy.compress_type = zipfile.ZIP_DEFLATED if "/data/" in info.filename \
+                else info.compress_type
+            zout.writestr(copy, zin.read(info))
+    with zipfile.ZipFile(deflated) as zf:
+        assert all(verify.stored_extent(zf.fp, i) is None  # type: ignore[arg-type]
+                   for i in zf.infolist() if "/data/" in i.filename)
+    report = verify_package(deflated)
+    assert report.ok and report.checks["clip.restitch"] == 1, render(report)
+
+
+def test_a_tampered_clip_read_in_place_is_not_re_stitched(built: Built,
+                                                          tmp_path: Path) -> None:
+    """The re-stitch runs while the members are hashed, but its verdict counts only for
+    members that passed the manifest."""
+    changed = bytearray(built.path.read_bytes())
+    with zipfile.ZipFile(built.path) as zf:
+        info = zf.getinfo(f"{BAG}/{DATA_CLIP}")
+        at = verify.stored_extent(zf.fp, info)  # type: ignore[arg-type]
+    assert at is not None
+    changed[at[0] + at[1] // 2] ^= 0xFF
+    path = tmp_path / "tampered.zip"
+    path.write_bytes(bytes(changed))
+    report = verify_package(path)
+    failed = {(f.check, f.file) for f in report.failures}
+    assert ("bag.manifest", DATA_CLIP) in failed
+    assert ("clip.restitch", DATA_CLIP) in failed
+    assert any("did not pass" in f.message for f in report.failures
+               if f.check == "clip.restitch"), render(report)
+
+
 def test_a_package_without_a_checkpoint_fails(built: Built, tmp_path: Path) -> None:
     evidence = deepcopy(built.evidence)
     evidence["items"][0]["checkpoint"] = None
