@@ -881,8 +881,11 @@ class _StreamFacts:
         return f"{self.kind} {self.codec}"
 
 
-def _inventory(path: Path, extent: Extent | None = None
-               ) -> tuple[dict[str, str], list[_StreamFacts]]:
+# What check_restitch compares of a clip: Vigil's format tags and each stream's facts.
+Facts = tuple[dict[str, str], list[_StreamFacts]]
+
+
+def _inventory(path: Path, extent: Extent | None = None) -> Facts:
     """What check_restitch compares: Vigil's format tags, each stream's codec
     parameters, and each packet as the demuxer gives it (edit list applied)."""
     with av.open(media_url(path, extent)) as container:
@@ -937,8 +940,8 @@ def _configuration(codec: str, extradata: bytes) -> bytes:
     return bytes(kept)
 
 
-def _compare(expected: tuple[dict[str, str], list[_StreamFacts]],
-             found: tuple[dict[str, str], list[_StreamFacts]]) -> list[str]:
+def compare_facts(expected: Facts, found: Facts) -> list[str]:
+    """Differences between the facts the originals give and those the clip has."""
     differences: list[str] = []
     want_tags, want_streams = expected
     got_tags, got_streams = found
@@ -1001,17 +1004,37 @@ def check_restitch(clip: Path, sources: Sequence[ClipSource], *, from_us: int, t
     differently (nor, therefore, whether the index comes first: the clip is stitched
     again without ``faststart``). Never raises for a mismatch: a clip that cannot be
     read, or originals that cannot be stitched, are differences too.
+
+    The two halves, ``clip_facts`` and ``restitched_facts``, may run on two threads
+    (the verifier does); ``compare_facts`` then gives this function's answer.
     """
+    found = clip_facts(clip, clip_extent)
+    if isinstance(found, str):
+        return [found]
+    expected = restitched_facts(sources, from_us=from_us, to_us=to_us, gaps=gaps,
+                                title=title)
+    if isinstance(expected, str):
+        return [expected]
+    return compare_facts(expected, found)
+
+
+def clip_facts(clip: Path, extent: Extent | None = None) -> Facts | str:
+    """The facts of ``clip``, or why it cannot be read."""
     try:
-        found = _inventory(clip, clip_extent)
+        return _inventory(clip, extent)
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        return [f"the clip cannot be read as media ({_reason(exc)})"]
+        return f"the clip cannot be read as media ({_reason(exc)})"
+
+
+def restitched_facts(sources: Sequence[ClipSource], *, from_us: int, to_us: int,
+                     gaps: Sequence[ClipGap] = (), title: str = "") -> Facts | str:
+    """The facts of the clip ``sources`` give when stitched again (into a temporary
+    file, removed), or why they cannot be stitched."""
     with tempfile.TemporaryDirectory(prefix="vigil-restitch-") as tmp:
         again = Path(tmp) / "clip.mp4"
         try:
             stitch(sources, from_us=from_us, to_us=to_us, out=again, gaps=gaps, title=title,
                    faststart=False)
-            expected = _inventory(again)
+            return _inventory(again)
         except (VigilError, av.error.FFmpegError, OSError, ValueError, OverflowError) as exc:
-            return [f"the originals cannot be stitched again: {exc}"]
-    return _compare(expected, found)
+            return f"the originals cannot be stitched again: {exc}"

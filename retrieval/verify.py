@@ -47,10 +47,10 @@ unsafe zip stops everything after step 1):
 12. ``clip.restitch``: stitching the originals again gives the clip, packet for
     packet (only from members whose manifest hashes checked; skipped with a note when
     ``restitch`` is false). Stored members are read where they lie in the zip
-    (``stored_extent``, FFmpeg's ``subfile`` protocol), and then re-stitched on a
-    second thread while the first hashes them; the verdict counts only once their
-    hashes checked. Other members are re-stitched afterwards from copies made while
-    hashing them.
+    (``stored_extent``, FFmpeg's ``subfile`` protocol): a second thread stitches them
+    again while the first hashes the members and then reads the clip's packets; the
+    verdict counts only for members whose hashes checked. Other members are
+    re-stitched afterwards, from copies made while hashing them.
 13. ``custody.link``: every custody event parses in canonical form, follows the one
     before it from the case's first event and re-computes its hash; all are of the
     package's case; the last is this export's ``export_packaged`` event.
@@ -990,17 +990,13 @@ class _Verifier:
             schema_errors = ["cannot be read"]
 
         data = {name: i for name, i in members.items() if name.startswith("data/")}
-        with tempfile.TemporaryDirectory(prefix="vigil-verify-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="vigil-verify-") as tmp, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-restitch") as pool:
             wanted = self._wanted(evidence, data, Path(tmp))
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-restitch")
-            with pool:
-                early = self._restitch_early(evidence, wanted, pool)
-                for name, member in data.items():
-                    media = wanted.get(name)
-                    self._read_data(name, member,
-                                    media[0] if media and not media[1] else None)
-                if early is not None:
-                    early.result()  # raises what the re-stitch raised
+            early = self._restitch_early(evidence, wanted, pool)
+            for name, member in data.items():
+                media = wanted.get(name)
+                self._read_data(name, member, media[0] if media and not media[1] else None)
             self._check_manifest(manifest, data, info)
             tag_consistent = self._check_tagmanifest(tagmanifest)
             key = self._check_signature(info, tag_consistent)
@@ -1272,62 +1268,70 @@ class _Verifier:
     # 12. the clip
 
     def _restitch(self, evidence: EvidenceRecord, manifest: dict[str, str] | None,
-                  wanted: dict[str, _Media],
-                  early: Future[list[list[str] | None]] | None) -> None:
+                  wanted: dict[str, _Media], early: Future[list[_Restitched]] | None
+                  ) -> None:
         """Report clip.restitch for each item whose members all passed the manifest;
-        ``early`` holds the differences when they were found while hashing."""
+        ``early`` holds what re-stitching gave when it ran while hashing."""
         report = self.report
         if not self.restitch:
             report.notes.append("clip.restitch not checked (restitch off)")
             return
-        found = early.result() if early is not None else None
+        from retrieval import clip as clips
+
         for n, item in enumerate(evidence.items):
-            needed = [c.file for c in item.chunks if c.file is not None] + [item.clip_file]
+            needed = _needed(item)
             bad = [name for name in needed if name not in wanted or manifest is None
                    or self.hashes.get(name, ("",))[0] != manifest.get(name)]
             if bad:
                 report.fail("clip.restitch", item.clip_file,
                             f"not re-stitched: {', '.join(bad)} did not pass {MANIFEST}")
                 continue
-            differences = found[n] if found is not None else _differences(item, wanted)
-            assert differences is not None
+            clip, at = wanted[item.clip_file]
+            found = clips.clip_facts(clip, clips.Extent(*at) if at is not None else None)
+            # This thread reads the clip while the other may still be stitching.
+            expected = early.result()[n] if early is not None else _restitched(item, wanted)
+            if isinstance(found, str) or isinstance(expected, str) or expected is None:
+                differences = [found if isinstance(found, str) else str(expected)]
+            else:
+                differences = clips.compare_facts(expected, found)
             for difference in differences:
                 report.fail("clip.restitch", item.clip_file, difference)
             if not differences:
                 report.passed("clip.restitch")
 
     def _restitch_early(self, evidence: EvidenceRecord | None, wanted: dict[str, _Media],
-                        pool: ThreadPoolExecutor) -> Future[list[list[str] | None]] | None:
-        """When every member the re-stitch needs is read in place, re-stitch on another
-        thread while this one hashes (FFmpeg and SHA-256 both run without the GIL);
+                        pool: ThreadPoolExecutor) -> Future[list[_Restitched]] | None:
+        """When every member the re-stitch needs is read in place, stitch again on
+        another thread while this one hashes (FFmpeg and SHA-256 run without the GIL);
         whether the result counts is decided once the hashes are known."""
         if not self.restitch or evidence is None or not wanted or \
                 any(extent is None for _, extent in wanted.values()):
             return None
         items = evidence.items
-
-        def run() -> list[list[str] | None]:
-            return [_differences(item, wanted) if all(name in wanted for name in (
-                [c.file for c in item.chunks if c.file is not None] + [item.clip_file]))
-                else None for item in items]
-
-        return pool.submit(run)
+        return pool.submit(lambda: [
+            _restitched(item, wanted) if all(n in wanted for n in _needed(item)) else None
+            for item in items])
 
 
-def _differences(item: ItemRecord, wanted: dict[str, _Media]) -> list[str]:
+# What stitching an item's originals again gave: the clip's facts, why it failed, or
+# None when a member it needs is missing (reported from the manifest instead).
+_Restitched = Any
+
+
+def _needed(item: ItemRecord) -> list[str]:
+    return [c.file for c in item.chunks if c.file is not None] + [item.clip_file]
+
+
+def _restitched(item: ItemRecord, wanted: dict[str, _Media]) -> _Restitched:
     from retrieval import clip as clips
 
-    def extent(name: str) -> clips.Extent | None:
-        at = wanted[name][1]
-        return clips.Extent(*at) if at is not None else None
-
     sources = [clips.ClipSource(wanted[c.file][0], c.seq, c.start_us, c.end_us,
-                                extent=extent(c.file))
+                                extent=clips.Extent(*at) if (at := wanted[c.file][1])
+                                else None)
                for c in item.chunks if c.file is not None]
     gaps = [clips.ClipGap(g.start_us, g.end_us, g.cause) for g in item.gaps]
-    return clips.check_restitch(wanted[item.clip_file][0], sources, from_us=item.from_us,
-                                to_us=item.to_us, gaps=gaps, title=item.camera_name,
-                                clip_extent=extent(item.clip_file))
+    return clips.restitched_facts(sources, from_us=item.from_us, to_us=item.to_us,
+                                  gaps=gaps, title=item.camera_name)
 
 
 class _Progress:
