@@ -8,8 +8,9 @@ What is measured
       runs it (lease, plan, fetch every sealed chunk from the S3 server, decrypt and
       check it against the catalog and the chain up to the signed checkpoint, write
       the originals, stitch the clip, record the custody event, build the signed
-      BagIt zip, verify it with the offline verifier, clip re-stitch included, seal
-      it under a fresh data key, store it with read-back). No recipient: no
+      BagIt zip and check it with the offline verifier (the re-stitch aside) while
+      hashing it, seal it under a fresh data key as it is uploaded, read it back). No
+      recipient: no
       watermark;
     * the baseline (issue 4): ``ffmpeg -f concat -safe 0 -i list.txt -c copy
       -movflags +faststart out.mp4`` over the same chunks as plaintext local files,
@@ -50,8 +51,8 @@ How
     6. Stages: the functions ``run_export`` calls through module attributes
        (``_check_chain``, ``read_plaintext``, ``clip.stitch``,
        ``package.build_package`` and its ``_hash_file``, ``verify.verify_package``,
-       ``clip.check_restitch``, ``crypto.seal_stream``, the store's ``put_file`` and
-       its read-back ``sha256_of``) are wrapped in this process, for the measured
+       ``clip.check_restitch``, the store's ``put_stream`` and its read-back
+       ``sha256_of``) are wrapped in this process, for the measured
        rounds too, to record when each starts and ends (a few function calls per
        chunk: nothing measurable; nothing under ``retrieval/`` is changed). Phases run
        from one boundary to the next, so they add up to the total.
@@ -60,7 +61,7 @@ Caveats
     * Both sides read warm data: the chunks in the S3 server's volume files and the
       plaintext files were just written and fit in the page cache.
     * Vigil writes more than the baseline by design: the originals, the clip and a zip
-      holding both (twice the footage), then the sealed zip, stored with read-back.
+      holding both (twice the footage), which the S3 server stores again, sealed.
 
 Run from the repository root (60 minutes, 3 rounds: ~8 minutes on 2 cores, ~15 GB
 of free space under the temporary directory):
@@ -197,7 +198,6 @@ class StageClock:
 def instrumented(clock: StageClock) -> Iterator[None]:
     """Wrap what ``run_export`` calls through module attributes; undone on exit."""
     from retrieval import clip, exports, package, verify
-    from vigil import crypto
 
     saved: list[tuple[object, str, object]] = []
 
@@ -232,8 +232,8 @@ def instrumented(clock: StageClock) -> Iterator[None]:
 
     def store_of(settings: Any) -> Any:
         store = real_store(settings)
-        # This instance only; put_file calls self.sha256_of for its read-back.
-        store.put_file = timed("store", store.put_file)
+        # This instance only; put_stream calls self.sha256_of for its read-back.
+        store.put_stream = timed("store", store.put_stream)
         store.sha256_of = timed("readback", store.sha256_of)
         return store
 
@@ -246,7 +246,6 @@ def instrumented(clock: StageClock) -> Iterator[None]:
     swap(package, "build_package", timed("build_package", package.build_package))
     swap(package, "_hash_file", timed("zip_rehash", package._hash_file))
     swap(verify, "verify_package", verifying(verify.verify_package))
-    swap(crypto, "seal_stream", timed("seal", crypto.seal_stream))
     try:
         yield
     finally:
@@ -260,10 +259,9 @@ PHASES: Final = (
     ("fetch: S3 get, decrypt, check, write", "check_chain"),
     ("stitch the clip", "stitch"),
     ("evidence, custody event", "stitch_end"),
-    ("build the zip (copy, hash, sign)", "build_package"),
-    ("self-verification", "verify"),
-    ("seal the zip", "seal"),
-    ("store it (put, read-back)", "store"),
+    ("build the zip, self-check it", "build_package"),
+    ("(between build and store)", "build_end"),
+    ("seal and store it (put, read-back)", "store"),
     ("mark succeeded, clean up", "store_end"),
 )
 
@@ -271,15 +269,16 @@ PHASES: Final = (
 def phases(clock: StageClock, begin: float, end: float) -> dict[str, float]:
     marks = {"begin": begin, "check_chain": clock.start("check_chain"),
              "stitch": clock.start("stitch"), "stitch_end": clock.end("stitch"),
-             "build_package": clock.start("build_package"), "verify": clock.start("verify"),
-             "seal": clock.start("seal"), "store": clock.start("store"),
+             "build_package": clock.start("build_package"),
+             "build_end": clock.end("build_package"), "store": clock.start("store"),
              "store_end": clock.end("store")}
     bounds = [marks[b] for _, b in PHASES] + [end]
     out = {name: bounds[i + 1] - bounds[i] for i, (name, _) in enumerate(PHASES)}
     out["  of fetch: read_plaintext (get, unwrap, decrypt, hash)"] = clock.total(
         "read_plaintext")
     out["  of build: hash the finished zip again"] = clock.total("zip_rehash")
-    out["  of self-verification: clip re-stitch check"] = clock.total("restitch")
+    out["  of build: self-check, alongside that hash"] = clock.total("verify")
+    out["  of self-check: clip re-stitch check"] = clock.total("restitch")
     out["  of store: read-back (streamed get, hash)"] = clock.total("readback")
     return out
 

@@ -581,6 +581,19 @@ def _build(ctx: _Context, beat: _Heartbeat) -> None:
                                   purpose=KeyPurpose.PACKAGE_SIGNING)
         signer = provider.signing_key(signing.provider_ref)
     zip_path = ctx.workdir / "package.zip"
+
+    # Everything an auditor checks but the re-stitch: the clip was stitched from these
+    # very originals a moment ago, and stitching them again would double the export's
+    # media work (bench/export.py); the tests re-stitch every package they build.
+    def self_check(path: Path) -> None:
+        report = verify.verify_package(
+            path, restitch=False,
+            on_progress=lambda f: beat.progress("packaging", 0.5 + f / 2))
+        if not report.ok:
+            raise IntegrityError("the package failed its own verification: "
+                                 + "; ".join(f"{f.check} {f.file}: {f.message}"
+                                             for f in report.failures[:5]))
+
     built = package.build_package(
         out=zip_path, export_id=str(ctx.export_id), evidence=evidence,
         bag_info={"Source-Organization": settings.organization,
@@ -591,31 +604,24 @@ def _build(ctx: _Context, beat: _Heartbeat) -> None:
         packaged_at=exported_at,
         timestamp_token=partial(timestamp.request_token, url=settings.tsa_url,
                                 timeout_s=settings.tsa_timeout_s) if settings.tsa_url else None,
-        on_progress=lambda f: beat.progress("packaging", f * 0.5))
-    # Everything an auditor checks but the re-stitch: the clip was stitched from these
-    # very originals a moment ago, and stitching them again would double the export's
-    # media work (bench/export.py); the tests re-stitch every package they build.
-    report = verify.verify_package(zip_path, restitch=False,
-                                   on_progress=lambda f: beat.progress("packaging", 0.5 + f / 2))
-    if not report.ok:
-        raise IntegrityError("the package failed its own verification: "
-                             + "; ".join(f"{f.check} {f.file}: {f.message}"
-                                         for f in report.failures[:5]))
+        on_progress=lambda f: beat.progress("packaging", f * 0.5), check=self_check)
 
-    # Seal and store.
+    # Seal while storing: the sealed package is never written locally.
     beat.progress("storing", force=True)
-    sealed_path = ctx.workdir / "package.vglc"
     zip_sha = bytes.fromhex(built.sha256)
-    with open(zip_path, "rb") as src, open(sealed_path, "wb") as dst:
-        sealed = crypto.seal_stream(src, dst, camera_id=0, seq=0, start_us=0,
-                                    plaintext_sha256=zip_sha)
     # A key per attempt: a worker whose lease was taken over can never overwrite the
     # package another worker stored and committed.
     object_key = f"{PACKAGE_PREFIX}{ctx.export_id}/{uuid.uuid4().hex[:12]}.zip.vglc"
+    with open(zip_path, "rb") as src:
+        sealing = crypto.SealingReader(src, camera_id=0, seq=0, start_us=0,
+                                       plaintext_sha256=zip_sha, plaintext_bytes=built.bytes)
+        assert sealing.size is not None
+        stored = store.put_stream(object_key, sealing, sealing.size)
+    assert stored.sha256_hex is not None
+    sealed = sealing.sealed(stored_sha256=bytes.fromhex(stored.sha256_hex))
     with session_scope() as session:
         data_key = keys.new_data_key(session=session, provider=provider,
                                      data_key=sealed.data_key)
-        store.put_file(object_key, sealed_path, sha256_hex=sealed.stored_sha256.hex())
         export = session.get(Export, ctx.export_id, with_for_update=True)
         assert export is not None
         if export.lease_owner != ctx.owner:

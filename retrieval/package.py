@@ -20,8 +20,10 @@ Procedure:
    ``custody.jsonl``; then ``signature/``: the Ed25519 signature over the tag
    manifest's bytes, the public key (SubjectPublicKeyInfo PEM), and the RFC 3161 token
    when ``timestamp_token`` returns one.
-5. Close the zip, fsync, hash the finished zip once, rename it to ``out``, fsync the
-   directory. Any failure removes the temporary file.
+5. Close the zip, hash the finished zip once (while ``check``, when given, reads it
+   on a second thread), rename it to ``out``. Any failure removes the temporary file.
+   Nothing is fsync'ed: the zip is a working file that the export seals and stores,
+   and an export interrupted before storing runs again from the chunks.
 
 Determinism: every entry has the packaging time as its timestamp (the zip's two-second
 resolution, UTC), mode 0644, the Unix "made by" system, a fixed compression level and
@@ -49,6 +51,7 @@ import secrets
 import stat
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,7 +62,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from vigil.chain import fingerprint
 from vigil.errors import IntegrityError, InvalidInput
-from vigil.files import fsync_dir
 
 FORMAT_VERSION: Final = 1
 BAG_DIR_PREFIX: Final = "vigil-export-"
@@ -138,12 +140,18 @@ def build_package(*, out: Path, export_id: str, bag_info: Mapping[str, str],
                   files: Sequence[PayloadFile], signing_key: Ed25519PrivateKey,
                   packaged_at: datetime,
                   timestamp_token: Callable[[bytes], bytes | None] | None = None,
-                  on_progress: Callable[[float], None] | None = None) -> PackageResult:
+                  on_progress: Callable[[float], None] | None = None,
+                  check: Callable[[Path], None] | None = None) -> PackageResult:
     """Write the evidence package to ``out`` (see the module's procedure).
 
     Raises ``InvalidInput`` for inputs the format cannot hold and
     ``PackageIntegrityError`` when a payload file does not have the SHA-256 given
-    for it; ``out`` is then left as it was.
+    for it; ``out`` is then left as it was. ``check`` is run on the finished zip on a
+    second thread while this one hashes it, before it becomes ``out``; what it raises
+    leaves ``out`` as it was too.
+
+    The zip is not fsync'ed: it is a working file that the caller seals and stores (a
+    crash before that runs the export again from the chunks).
     """
     check_name(export_id, what="export id")
     if packaged_at.tzinfo is None or packaged_at.utcoffset() is None:
@@ -186,14 +194,17 @@ def build_package(*, out: Path, export_id: str, bag_info: Mapping[str, str],
                 token = timestamp_token(tagmanifest) if timestamp_token is not None else None
                 if token is not None:
                     _write_small(zf, bag + TIMESTAMP_TSR, token, stamp, compress=False)
-            raw.flush()
-            os.fsync(raw.fileno())
-        size, digest = _hash_file(tmp)
+        if check is None:
+            size, digest = _hash_file(tmp)
+        else:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-check") as pool:
+                checked = pool.submit(check, tmp)
+                size, digest = _hash_file(tmp)
+                checked.result()
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(out.parent)
     progress.finished()
     return PackageResult(path=out, bytes=size, sha256=digest,
                          tagmanifest_sha256=hashlib.sha256(tagmanifest).hexdigest())

@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 
 from vigil import chain, crypto, keys
 from vigil.catalog.models import KeyPurpose
+from vigil.errors import IntegrityError
+from vigil.settings import Settings
 
 PLAINTEXT = os.urandom(50_000)
 
@@ -89,12 +91,17 @@ def test_file_key_ring_wraps_and_keeps_keys_private(tmp_path: Path) -> None:
     other = ring.create(KeyPurpose.KEK, 2)
     with pytest.raises(keys.KeyUnavailable):
         ring.unwrap(other, wrapped)
-    with pytest.raises(FileExistsError):
-        ring.create(KeyPurpose.KEK, 1)  # a key file is never replaced
+    # A key file is never replaced: one left by an attempt that never committed its
+    # catalog row is taken as it is.
+    material = (tmp_path / "keys" / f"{ref}.key").read_bytes()
+    assert ring.create(KeyPurpose.KEK, 1) == ref
+    assert (tmp_path / "keys" / f"{ref}.key").read_bytes() == material
+    assert ring.unwrap(ref, wrapped) == dek
 
 
-def test_catalog_keeps_identities_never_material(session: Session, tmp_path: Path) -> None:
-    ring = keys.FileKeyRing(tmp_path / "keys")
+def test_catalog_keeps_identities_never_material(session: Session, settings: Settings) -> None:
+    # The suite's own ring: keys other tests committed to the catalog live there.
+    ring = keys.file_key_ring(settings.home_dir)
     dek = os.urandom(32)
     row = keys.new_data_key(session=session, provider=ring, data_key=dek)
     assert keys.unwrap_data_key(session=session, provider=ring, data_key_id=row.id) == dek
@@ -103,14 +110,14 @@ def test_catalog_keeps_identities_never_material(session: Session, tmp_path: Pat
     assert len(signer.public_key) == 32 and len(signer.fingerprint) == 64
     kek = keys.active_key(session=session, provider=ring, purpose=KeyPurpose.KEK)
     assert kek.public_key is None
-    material = (tmp_path / "keys" / f"{kek.provider_ref}.key").read_bytes()
+    material = (settings.home_dir / "keys" / f"{kek.provider_ref}.key").read_bytes()
     assert material not in row.wrapped
 
 
-def test_a_destroyed_data_key_is_a_named_error(session: Session, tmp_path: Path) -> None:
+def test_a_destroyed_data_key_is_a_named_error(session: Session, settings: Settings) -> None:
     from datetime import UTC, datetime
 
-    ring = keys.FileKeyRing(tmp_path / "keys")
+    ring = keys.file_key_ring(settings.home_dir)
     row = keys.new_data_key(session=session, provider=ring, data_key=os.urandom(32))
     row.wrapped, row.destroyed_at = None, datetime.now(UTC)
     session.flush()
@@ -176,6 +183,37 @@ def test_streamed_sealing_gives_the_same_format(tmp_path: Path) -> None:
                                plaintext_sha256=bytes(32))
     with pytest.raises(crypto.ChunkTampered, match="does not match its recorded SHA-256"):
         crypto.open_sealed(out2.getvalue(), data_key=lying.data_key, slot=lying.slot)
+
+
+@given(sizes=st.lists(st.integers(min_value=1, max_value=3 * crypto.STREAM_BLOCK_BYTES),
+                     min_size=1, max_size=8))
+@settings(max_examples=25, deadline=None)
+def test_a_sealing_reader_read_in_any_sizes_gives_an_object_that_opens(
+        sizes: list[int]) -> None:
+    plaintext = os.urandom(2 * crypto.STREAM_BLOCK_BYTES + 77)
+    reader = crypto.SealingReader(io.BytesIO(plaintext), camera_id=0, seq=0, start_us=0,
+                                  plaintext_sha256=hashlib.sha256(plaintext).digest(),
+                                  plaintext_bytes=len(plaintext))
+    parts, turn = [], 0
+    while part := reader.read(sizes[turn % len(sizes)]):
+        assert len(part) <= sizes[turn % len(sizes)]
+        parts.append(part)
+        turn += 1
+    blob = b"".join(parts)
+    assert len(blob) == reader.size
+    sealed = reader.sealed(stored_sha256=hashlib.sha256(blob).digest())
+    assert crypto.open_sealed(blob, data_key=sealed.data_key, slot=sealed.slot) == plaintext
+
+
+def test_a_sealing_reader_refuses_a_plaintext_of_another_length() -> None:
+    plaintext = os.urandom(1000)
+    reader = crypto.SealingReader(io.BytesIO(plaintext), camera_id=0, seq=0, start_us=0,
+                                  plaintext_sha256=hashlib.sha256(plaintext).digest(),
+                                  plaintext_bytes=1001)
+    with pytest.raises(IntegrityError, match="1000 bytes, not the 1001 announced"):
+        reader.read()
+    with pytest.raises(RuntimeError, match="not been read to its end"):
+        reader.sealed(stored_sha256=bytes(32))
 
 
 def test_a_sealed_file_opens_streamed_and_a_flipped_byte_leaves_no_plaintext(

@@ -95,3 +95,17 @@ def test_put_file_streams_and_verifies(store: S3ObjectStore, tmp_path) -> None:
 
     with pytest.raises(IntegrityError, match="not the"):
         store.put_file("big/two", path, sha256_hex="0" * 64)  # a wrong claimed hash
+
+
+def test_put_stream_hashes_what_it_sends_and_verifies(store: S3ObjectStore) -> None:
+    import io
+
+    from vigil.errors import IntegrityError
+
+    data = os.urandom(9 * 1024 * 1024 + 5)
+    stored = store.put_stream("big/streamed", io.BytesIO(data), len(data))
+    assert stored.size_bytes == len(data)
+    assert stored.sha256_hex == hashlib.sha256(data).hexdigest()
+    assert store.get("big/streamed") == data
+    with pytest.raises(IntegrityError, match="ended after"):
+        store.put_stream("big/short", io.BytesIO(data[:-10]), len(data))  # runs dry

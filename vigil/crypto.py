@@ -120,27 +120,73 @@ def seal_stream(src: BinaryIO, dst: BinaryIO, *, camera_id: int, seq: int, start
     ``plaintext_sha256`` must be the hash of what ``src`` yields (it is bound into the
     associated data before any byte is encrypted; ``open_sealed`` re-checks it).
     """
-    slot = Slot(camera_id=camera_id, seq=seq, start_us=start_us, sha256=plaintext_sha256)
-    data_key = AESGCM.generate_key(bit_length=DATA_KEY_BYTES * 8)
-    nonce = os.urandom(NONCE_BYTES)
-    header = canonical({"camera_id": camera_id, "seq": seq, "start_us": start_us,
-                         "sha256": plaintext_sha256.hex(), "nonce": nonce.hex()})
-    encryptor = Cipher(algorithms.AES(data_key), modes.GCM(nonce)).encryptor()
-    encryptor.authenticate_additional_data(slot.aad() + header)
+    reader = SealingReader(src, camera_id=camera_id, seq=seq, start_us=start_us,
+                           plaintext_sha256=plaintext_sha256)
     stored = hashlib.sha256()
+    while block := reader.read(STREAM_BLOCK_BYTES):
+        dst.write(block)
+        stored.update(block)
+    return reader.sealed(stored_sha256=stored.digest())
 
-    def emit(data: bytes) -> None:
-        dst.write(data)
-        stored.update(data)
 
-    emit(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header)
-    total = _PREFIX.size + len(header) + TAG_BYTES
-    while block := src.read(STREAM_BLOCK_BYTES):
-        emit(encryptor.update(block))
-        total += len(block)
-    emit(encryptor.finalize() + encryptor.tag)
-    return SealedFile(data_key=data_key, slot=slot, stored_bytes=total,
-                      stored_sha256=stored.digest())
+class SealingReader:
+    """The sealed object, encrypted as it is read: what ``seal_stream`` writes, for a
+    consumer that pulls (an upload), so that no sealed copy is written anywhere.
+
+    ``plaintext_bytes``, when given, is checked against what ``src`` yields and makes
+    ``size`` (the object's length) known before the first read, as an upload of known
+    length needs. ``sealed()`` gives the result once everything has been read, with the
+    hash of the object's bytes that whoever read them computed.
+    """
+
+    def __init__(self, src: BinaryIO, *, camera_id: int, seq: int, start_us: int,
+                 plaintext_sha256: bytes, plaintext_bytes: int | None = None) -> None:
+        self._src = src
+        self._slot = Slot(camera_id=camera_id, seq=seq, start_us=start_us,
+                          sha256=plaintext_sha256)
+        self._data_key = AESGCM.generate_key(bit_length=DATA_KEY_BYTES * 8)
+        nonce = os.urandom(NONCE_BYTES)
+        header = canonical({"camera_id": camera_id, "seq": seq, "start_us": start_us,
+                             "sha256": plaintext_sha256.hex(), "nonce": nonce.hex()})
+        self._encryptor = Cipher(algorithms.AES(self._data_key), modes.GCM(nonce)).encryptor()
+        self._encryptor.authenticate_additional_data(self._slot.aad() + header)
+        self._pending = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header
+        self._overhead = len(self._pending) + TAG_BYTES
+        self._expected = plaintext_bytes
+        self._plaintext = 0
+        self._done = False
+        self.size = None if plaintext_bytes is None else plaintext_bytes + self._overhead
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = 1 << 62
+        out = bytearray()
+        while len(out) < n:
+            if self._pending:
+                take = self._pending[:n - len(out)]
+                self._pending = self._pending[len(take):]
+                out += take
+                continue
+            if self._done:
+                break
+            block = self._src.read(min(max(n - len(out), 1), STREAM_BLOCK_BYTES))
+            if block:
+                self._plaintext += len(block)
+                self._pending = self._encryptor.update(block)
+                continue
+            if self._expected is not None and self._plaintext != self._expected:
+                raise IntegrityError(f"the plaintext was {self._plaintext} bytes, not the "
+                                     f"{self._expected} announced")
+            self._pending = self._encryptor.finalize() + self._encryptor.tag
+            self._done = True
+        return bytes(out)
+
+    def sealed(self, *, stored_sha256: bytes) -> SealedFile:
+        if not self._done or self._pending:
+            raise RuntimeError("the sealed object has not been read to its end")
+        return SealedFile(data_key=self._data_key, slot=self._slot,
+                          stored_bytes=self._plaintext + self._overhead,
+                          stored_sha256=stored_sha256)
 
 
 def read_header(blob: bytes) -> dict[str, object]:

@@ -62,8 +62,14 @@ class FileKeyRing:
         ref = f"{purpose.value}-v{version}"
         material = (os.urandom(KEK_BYTES) if purpose is KeyPurpose.KEK
                     else Ed25519PrivateKey.generate().private_bytes_raw())
-        # O_EXCL: a key file is written once and never replaced.
-        fd = os.open(self._path(ref), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # O_EXCL: a key file is written once and never replaced. One that exists already
+        # was made by an attempt whose catalog row never committed (a crash, a rollback,
+        # or a concurrent start whose row wins the unique version): nothing committed
+        # uses it, so it is taken as it is rather than blocking every later start.
+        try:
+            fd = os.open(self._path(ref), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return ref
         with os.fdopen(fd, "wb") as f:
             f.write(material)
             f.flush()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final, Protocol
+from typing import BinaryIO, Final, Protocol
 from urllib.parse import urlsplit
 
 import urllib3
@@ -41,6 +41,7 @@ class StoredObject:
 class ObjectStore(Protocol):
     def put(self, key: str, data: bytes) -> StoredObject: ...
     def put_file(self, key: str, path: Path, *, sha256_hex: str) -> StoredObject: ...
+    def put_stream(self, key: str, data: BinaryIO, size: int) -> StoredObject: ...
     def get(self, key: str) -> bytes: ...
     def get_file(self, key: str, path: Path) -> int: ...
     def stat(self, key: str) -> StoredObject: ...
@@ -133,6 +134,32 @@ class S3ObjectStore:
                 f"{key}: the store holds {stored.size_bytes} bytes with hash "
                 f"{readback}, not the {size} bytes with hash {sha256_hex} written")
         return stored
+
+    def put_stream(self, key: str, data: BinaryIO, size: int) -> StoredObject:
+        """Store ``size`` bytes read from ``data`` (which may produce them as it is read:
+        a sealing reader), hashing them on the way; verify by a streamed read-back.
+        No hash travels as metadata: it is known only once the last byte is sent. The
+        result's ``sha256_hex`` is that of the bytes sent, as read back."""
+        full = self._full(key)
+        source = _HashingReader(data)
+        try:
+            self._client.put_object(self._bucket, full, source, size,
+                                    part_size=UPLOAD_PART_BYTES)
+        except S3Error as exc:
+            raise StorageError(f"storing {key} failed: {exc.code}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise StorageError(f"storing {key} failed: object store unreachable") from exc
+        except OSError as exc:  # the client's own: the data ran out before `size`
+            raise IntegrityError(f"storing {key} failed: the data to store ended after "
+                                 f"{source.bytes} of {size} bytes ({exc})") from exc
+        sent = source.digest.hexdigest()
+        stored = self.stat(key)
+        readback = self.sha256_of(key)
+        if source.bytes != size or stored.size_bytes != size or readback != sent:
+            raise IntegrityError(
+                f"{key}: the store holds {stored.size_bytes} bytes with hash {readback}, "
+                f"not the {source.bytes} bytes with hash {sent} sent")
+        return replace(stored, sha256_hex=sent)
 
     def sha256_of(self, key: str) -> str:
         """SHA-256 of an object's bytes, streamed."""
@@ -234,3 +261,18 @@ class S3ObjectStore:
 def get_object_store(settings: Settings) -> ObjectStore:
     """The configured store. S3 is the only backend today; the Protocol is the seam."""
     return S3ObjectStore.from_settings(settings)
+
+
+class _HashingReader:
+    """Passes reads through, hashing and counting what it hands on."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+        self.digest = hashlib.sha256()
+        self.bytes = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._inner.read(n)
+        self.digest.update(data)
+        self.bytes += len(data)
+        return data
