@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ops import evidence_cli
+from ops import evidence_cli, keys_cli, retention_cli, scrub_cli
 from vigil.errors import VigilError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -298,6 +298,9 @@ def run() -> None:
 
 
 evidence_cli.register(app)
+retention_cli.register(app)
+keys_cli.register(app)
+scrub_cli.register(app)
 
 
 def main() -> None:

@@ -17,11 +17,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import vigil
 from recorder.api import router as recorder_router
+from retention.api import router as retention_router
 from retrieval.api import router as retrieval_router
 from retrieval.evidence_api import router as evidence_router
 from retrieval.schemas import Health
 from vigil.db import get_engine
 from vigil.errors import Unauthenticated, VigilError
+from vigil.keys_api import router as keys_router
 
 log = logging.getLogger("vigil.api")
 
@@ -90,4 +92,6 @@ def create_app() -> FastAPI:
     app.include_router(recorder_router)
     app.include_router(retrieval_router)
     app.include_router(evidence_router)
+    app.include_router(retention_router)
+    app.include_router(keys_router)
     return app

@@ -32,9 +32,17 @@ celery_app = Celery("vigil")
 BEAT_SCHEDULE: Final[dict[str, dict[str, Any]]] = {
     # Exports whose worker died (lease expired) go to a worker again.
     "resume-exports": {"task": "vigil.export.resume", "schedule": 15.0},
+    # Expired footage is deleted in batches (retention/sweep.py).
+    "sweep": {"task": "vigil.retention.sweep", "schedule": 300.0},
+    # Data keys still wrapped by a retired KEK are re-wrapped (vigil/keys.py).
+    "rewrap": {"task": "vigil.keys.rewrap", "schedule": 60.0},
+    # A sample of the stored chunks is re-read and checked (retention/scrub.py).
+    "scrub": {"task": "vigil.retention.scrub", "schedule": 86_400.0},
+    # What the object store really enforces (retention/worm.py).
+    "worm-probe": {"task": "vigil.retention.worm_probe", "schedule": 86_400.0},
 }
 # Modules whose tasks a worker registers at start.
-TASK_MODULES: Final = ["retrieval.tasks"]
+TASK_MODULES: Final = ["retrieval.tasks", "retention.tasks", "vigil.key_tasks"]
 
 
 def configure(settings: Settings | None = None) -> Celery:
