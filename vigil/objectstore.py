@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from itertools import groupby
 from pathlib import Path
 from typing import BinaryIO, Final, Protocol
 from urllib.parse import urlsplit
 
 import urllib3
 from minio import Minio
+from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
 from vigil.errors import IntegrityError, NotFound, StorageError
@@ -27,6 +29,10 @@ from vigil.settings import Settings
 SHA256_META: Final = "x-amz-meta-vigil-sha256"
 # Uploads up to this size are one PUT; larger ones go in parts of this size.
 UPLOAD_PART_BYTES: Final = 64 * 1024 * 1024
+# S3 DeleteObjects takes at most 1,000 keys.
+DELETE_BATCH: Final = 1000
+# Error codes with which a store refuses to delete a locked object version.
+REFUSALS: Final = frozenset({"AccessDenied", "ObjectLocked", "InvalidRequest"})
 READ_BLOCK_BYTES: Final = 1 << 20
 
 
@@ -46,6 +52,8 @@ class ObjectStore(Protocol):
     def get_file(self, key: str, path: Path) -> int: ...
     def stat(self, key: str) -> StoredObject: ...
     def delete(self, key: str) -> None: ...
+    def delete_many(self, keys: Sequence[str]) -> dict[str, str]: ...
+    def set_legal_hold(self, key: str, *, on: bool) -> None: ...
     def list(self, prefix: str = "") -> Iterator[str]: ...
 
 
@@ -246,6 +254,66 @@ class S3ObjectStore:
         except urllib3.exceptions.HTTPError as exc:
             raise StorageError(f"deleting {key} failed: object store unreachable") from exc
 
+    def delete_many(self, keys: Sequence[str]) -> dict[str, str]:
+        """Delete every version of each key, up to a thousand per request (S3
+        DeleteObjects). Returns the keys the store refused, with its error code (an
+        object lock: ``AccessDenied``); keys already gone are not errors. Raises
+        StorageError for an outage.
+
+        The versions are found by listing each key's directory from just before its
+        first wanted key to its last (keys sort by seq within a day), so that a batch
+        costs a few listing requests, not one per key."""
+        wanted = sorted({self._full(k) for k in keys})
+        targets: list[DeleteObject] = []
+        refused: dict[str, str] = {}
+        try:
+            for directory, group in groupby(wanted, key=lambda f: f.rsplit("/", 1)[0] + "/"):
+                names = list(group)
+                members, last = set(names), names[-1]
+                for obj in self._client.list_objects(
+                        self._bucket, prefix=directory, include_version=True,
+                        start_after=_just_before(names[0])):
+                    name = obj.object_name
+                    assert name is not None
+                    if name > last:
+                        break
+                    if name in members:
+                        targets.append(DeleteObject(name, obj.version_id))
+            for start in range(0, len(targets), DELETE_BATCH):
+                for error in self._client.remove_objects(
+                        self._bucket, targets[start:start + DELETE_BATCH]):
+                    if error.code in ("NoSuchKey", "NoSuchVersion"):
+                        continue
+                    if error.code not in REFUSALS:
+                        raise StorageError(f"deleting {error.name} failed: {error.code}")
+                    refused[(error.name or "")[len(self._prefix):]] = error.code
+        except S3Error as exc:
+            raise StorageError(f"deleting {len(wanted)} objects failed: {exc.code}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise StorageError(f"deleting {len(wanted)} objects failed: object store "
+                               "unreachable") from exc
+        return refused
+
+    def set_legal_hold(self, key: str, *, on: bool) -> None:
+        """Switch the S3 legal hold of every version of ``key`` on or off."""
+        full = self._full(key)
+        try:
+            for obj in self._client.list_objects(self._bucket, prefix=full,
+                                                 include_version=True):
+                if obj.object_name != full or obj.is_delete_marker:
+                    continue
+                if on:
+                    self._client.enable_object_legal_hold(self._bucket, full,
+                                                          version_id=obj.version_id)
+                else:
+                    self._client.disable_object_legal_hold(self._bucket, full,
+                                                           version_id=obj.version_id)
+        except S3Error as exc:
+            raise StorageError(f"setting the legal hold of {key} failed: {exc.code}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise StorageError(f"setting the legal hold of {key} failed: object store "
+                               "unreachable") from exc
+
     def list(self, prefix: str = "") -> Iterator[str]:
         try:
             for obj in self._client.list_objects(self._bucket, prefix=self._prefix + prefix,
@@ -256,6 +324,12 @@ class S3ObjectStore:
             raise StorageError(f"listing {prefix!r} failed: {exc.code}") from exc
         except urllib3.exceptions.HTTPError as exc:
             raise StorageError(f"listing {prefix!r} failed: object store unreachable") from exc
+
+
+def _just_before(key: str) -> str:
+    """A marker that sorts before ``key`` and after nothing that matters: ``key`` with
+    its last character lowered by one and the highest ASCII character appended."""
+    return key[:-1] + chr(ord(key[-1]) - 1) + "\x7f" if key and key[-1] > "\x00" else ""
 
 
 def get_object_store(settings: Settings) -> ObjectStore:

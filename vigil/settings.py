@@ -18,7 +18,7 @@ import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     # Local disk a recorder may fill with footage waiting for S3 or PostgreSQL:
     # 8 GiB holds ~4.5 h of one 4 Mbit/s camera, or ~8 min of 32 of them.
     spool_budget_mb: int = 8192
+    # Fraction of the stored chunks the daily integrity scrub re-reads (retention/scrub.py).
+    scrub_sample: float = Field(default=0.02, gt=0.0, le=1.0)
 
     # Evidence packages: who issues them (bag-info.txt's Source-Organization), and
     # the largest package the verification endpoint accepts.
@@ -111,6 +113,14 @@ class Settings(BaseSettings):
     # timestamps. VIGIL_TSA_TIMEOUT_S bounds each network operation with the TSA.
     tsa_url: str | None = None
     tsa_timeout_s: float = 30.0
+
+    # Retention (retention/): no rule may keep footage fewer days than the floor (the
+    # source material requires 15 days of key sites); the sweeper deletes expired
+    # chunks this many at a time; WORM decides what holds ask of the object store:
+    # "auto" places S3 legal holds when the probe finds them enforced, "off" never.
+    retention_floor_days: int = Field(default=15, ge=1)
+    sweep_batch: int = Field(default=1000, ge=1, le=10_000)
+    object_lock: Literal["auto", "off"] = "auto"
 
     stack: StackSettings = Field(default_factory=StackSettings)
 

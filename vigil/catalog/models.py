@@ -493,6 +493,63 @@ class Hold(Base):
     released_by: Mapped[int | None] = mapped_column(
         ForeignKey("principals.id", ondelete="RESTRICT"))
     release_reason: Mapped[str | None]
+    # Set for the holds an export places on its footage while its case is open.
+    export_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("exports.id", ondelete="RESTRICT"), index=True)
+
+
+class Tombstone(Base):
+    """A chunk being deleted (docs/design/storage.md, D1-D5): written in the transaction
+    that deletes its row, removed in the one that writes its retention record."""
+
+    __tablename__ = "tombstones"
+    __table_args__ = (UniqueConstraint("camera_id", "seq"),)
+
+    chunk_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    camera_id: Mapped[int] = mapped_column(ForeignKey("cameras.id", ondelete="RESTRICT"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    start_at: Mapped[datetime]
+    end_at: Mapped[datetime]
+    object_key: Mapped[str] = mapped_column(unique=True)
+    stored_bytes: Mapped[int] = mapped_column(BigInteger)
+    chain_hash: Mapped[bytes]
+    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id", ondelete="RESTRICT"))
+    row: Mapped[dict[str, Any]]  # every column of the chunk, to put it back (D2 refused)
+    keep_days: Mapped[int]
+    rule: Mapped[str]  # the rule that expired it: "camera 3", "region 1/5/", "default"
+    sweep_id: Mapped[uuid.UUID]
+    object_deleted_at: Mapped[datetime | None]  # D2 done
+    key_destroyed_at: Mapped[datetime | None]  # D3 done
+    created_at: Mapped[datetime] = _now()
+
+
+class RetentionRecord(Base):
+    """What retention removed: one contiguous run of ``seq`` of one camera (D4).
+
+    Append-only. A chain whose ``seq`` jumps from *k* to *m* is intact only if records
+    cover exactly *k+1 ... m-1* and chunk *m* links to ``last_chain_hash``."""
+
+    __tablename__ = "retention_records"
+    __table_args__ = (
+        Index("ix_retention_records_camera_id_last_seq", "camera_id", "last_seq"),
+        CheckConstraint("last_seq >= first_seq", name="seq_range"),
+        CheckConstraint("chunks = last_seq - first_seq + 1", name="chunks_count"),
+        _sha256_check("last_chain_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    camera_id: Mapped[int] = mapped_column(ForeignKey("cameras.id", ondelete="RESTRICT"))
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    chunks: Mapped[int] = mapped_column(BigInteger)
+    stored_bytes: Mapped[int] = mapped_column(BigInteger)
+    start_at: Mapped[datetime]  # the first removed chunk's start
+    end_at: Mapped[datetime]  # the last removed chunk's end
+    last_chain_hash: Mapped[bytes]
+    keep_days: Mapped[int]
+    rule: Mapped[str]
+    sweep_id: Mapped[uuid.UUID]
+    created_at: Mapped[datetime] = _now()
 
 
 # --- exports -------------------------------------------------------------------------
