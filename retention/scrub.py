@@ -51,6 +51,7 @@ from sqlalchemy.orm import Session
 from recorder import service as recorder_service
 from vigil import audit, chain, crypto, keys
 from vigil.catalog.models import Camera, Chunk, DataKey
+from vigil.catalog.queries import chain_hash_before
 from vigil.chunks import link_of, slot_of
 from vigil.db import session_scope
 from vigil.errors import InvalidInput, NotFound, StorageError
@@ -278,12 +279,9 @@ def _walk(selection: Selection, start_camera: int | None) -> Iterator[tuple[Chun
 
 def _previous_chain_hash(session: Session, chunk: Chunk) -> bytes | None:
     """The chain hash ``chunk`` must follow from: GENESIS for a camera's first chunk, the
-    predecessor's, or None when the predecessor is not in the catalog (retention may
-    have removed it; its retention record, once that table exists, will say)."""
-    if chunk.seq == 0:
-        return chain.GENESIS
-    return session.scalars(select(Chunk.chain_hash).where(
-        Chunk.camera_id == chunk.camera_id, Chunk.seq == chunk.seq - 1)).first()
+    predecessor's, the retention record's where retention removed the predecessor, or
+    None when none of them exists (reported as not checked)."""
+    return chain_hash_before(session, camera_id=chunk.camera_id, seq=chunk.seq)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from retention.policy import Rule, RuleSet, check_keep_days, governing
+from retrieval import cases
 from vigil import audit
 from vigil.catalog.models import Camera, Case, CaseStatus, Hold, Principal, Region, RetentionRule
 from vigil.errors import Conflict, InvalidInput, NotFound
@@ -30,25 +31,21 @@ from vigil.errors import Conflict, InvalidInput, NotFound
 CAMERA_LOCK_NAMESPACE: Final = 0x56_47_52_54  # "VGRT"
 MAX_REASON_CHARS: Final = 2000
 
+# A hold keeps what it overlaps while it is unreleased, and after its release until
+# the S3 legal holds it placed are lifted (so that the sweeper never runs into them).
+_HOLDS: Final = """(SELECT 1 FROM holds h
+     WHERE h.camera_id = c.camera_id
+       AND (h.released_at IS NULL OR (h.locked_at IS NOT NULL AND h.unlocked_at IS NULL))
+       AND h.start_at < c.end_at AND h.end_at > c.start_at)"""
+_AGED: Final = """
+    c.camera_id = :camera_id
+    AND c.start_at < now() - make_interval(days => :keep_days)
+    AND c.end_at < now() - make_interval(days => :keep_days)"""
 # A chunk is expired under a rule of :keep_days days when it ended that long ago and
-# no unreleased hold overlaps it. Parameters: :camera_id, :keep_days.
-EXPIRED: Final = """
-    c.camera_id = :camera_id
-    AND c.start_at < now() - make_interval(days => :keep_days)
-    AND c.end_at < now() - make_interval(days => :keep_days)
-    AND NOT EXISTS (SELECT 1 FROM holds h
-                     WHERE h.camera_id = c.camera_id AND h.released_at IS NULL
-                       AND h.start_at < c.end_at AND h.end_at > c.start_at)
-"""
-# The same chunks but for the holds: expired by age, kept by a hold.
-HELD: Final = """
-    c.camera_id = :camera_id
-    AND c.start_at < now() - make_interval(days => :keep_days)
-    AND c.end_at < now() - make_interval(days => :keep_days)
-    AND EXISTS (SELECT 1 FROM holds h
-                 WHERE h.camera_id = c.camera_id AND h.released_at IS NULL
-                   AND h.start_at < c.end_at AND h.end_at > c.start_at)
-"""
+# no hold keeps it. Parameters: :camera_id, :keep_days.
+EXPIRED: Final = _AGED + " AND NOT EXISTS " + _HOLDS
+# Expired by age, kept by a hold.
+HELD: Final = _AGED + " AND EXISTS " + _HOLDS
 
 
 def lock_camera(session: Session, camera_id: int) -> None:
@@ -260,6 +257,12 @@ def place_hold(*, session: Session, case: Case, camera: Camera, start_at: dateti
                  detail={"case": case.reference, "camera": camera.name,
                          "start_at": start_at.isoformat(), "end_at": end_at.isoformat(),
                          "reason": reason, "export": str(export_id) if export_id else None})
+    if export_id is None:  # an export's own hold is told by its export_requested event
+        cases.append_custody(session=session, case=case, action="hold_placed",
+                             principal=principal,
+                             detail={"hold": hold.id, "camera": camera.name, "reason": reason,
+                                     "start_at": start_at.isoformat(),
+                                     "end_at": end_at.isoformat()})
     return hold
 
 
@@ -294,6 +297,9 @@ def release_hold(*, session: Session, hold_id: int, reason: str,
                  principal_id=principal.id if principal else None, action="hold.released",
                  target_type="hold", target_id=str(hold.id),
                  detail={"case": case.reference, "camera": camera.name, "reason": reason})
+    if principal is not None:  # the system's releases are told by case_closed
+        cases.append_custody(session=session, case=case, action="hold_released",
+                             principal=principal, detail={"hold": hold.id, "reason": reason})
     return hold
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final, Literal
 
 from sqlalchemy import select, text
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from retention.service import holds_chunks
 from vigil import audit
 from vigil.catalog.models import AuditEvent, Hold
+from vigil.db import session_scope
 from vigil.errors import StorageError
 from vigil.objectstore import ObjectStore
 from vigil.settings import Settings
@@ -112,3 +113,37 @@ def lift(*, session: Session, store: ObjectStore, hold: Hold) -> int:
     for key in keys:
         store.set_legal_hold(key, on=False)
     return len(keys)
+
+
+def sync_legal_holds(*, settings: Settings, store: ObjectStore) -> dict[str, int]:
+    """Bring the objects' legal holds in line with the catalog's holds: placed for
+    unreleased holds (when the store enforces them and VIGIL_OBJECT_LOCK is auto),
+    lifted for released ones that placed them. One hold per transaction; an outage
+    leaves the rest for the next run (the beat schedule), nothing half-recorded: a
+    hold is marked only after all its objects were done, and each call is idempotent.
+    """
+    with session_scope() as session:
+        on = legal_holds_on(session, settings)
+        to_lock = session.scalars(select(Hold.id).where(
+            Hold.released_at.is_(None), Hold.locked_at.is_(None))).all() if on else []
+        to_lift = session.scalars(select(Hold.id).where(
+            Hold.released_at.is_not(None), Hold.locked_at.is_not(None),
+            Hold.unlocked_at.is_(None))).all()
+    counts = {"locked_holds": 0, "locked_objects": 0, "lifted_holds": 0, "lifted_objects": 0}
+    for hold_id in to_lock:
+        with session_scope() as session:
+            hold = session.get(Hold, hold_id, with_for_update=True)
+            if hold is None or hold.released_at is not None or hold.locked_at is not None:
+                continue
+            counts["locked_objects"] += apply(session=session, store=store, hold=hold)
+            hold.locked_at = datetime.now(UTC)
+            counts["locked_holds"] += 1
+    for hold_id in to_lift:
+        with session_scope() as session:
+            hold = session.get(Hold, hold_id, with_for_update=True)
+            if hold is None or hold.unlocked_at is not None:
+                continue
+            counts["lifted_objects"] += lift(session=session, store=store, hold=hold)
+            hold.unlocked_at = datetime.now(UTC)
+            counts["lifted_holds"] += 1
+    return counts

@@ -173,10 +173,15 @@ def close_case(*, session: Session, reference: str, principal: Principal, reason
     if not reason or "\x00" in reason:
         raise InvalidInput("closing a case needs a reason (without NUL characters)")
     case = acting_case(session=session, reference=reference, principal=principal)
+    from retention import service as retention_service  # retention imports cases
+
     case.status = CaseStatus.CLOSED
     case.closed_at = datetime.now(UTC)
+    # The holds its exports placed go with it (manual holds stay until an admin
+    # releases them).
+    released = retention_service.release_export_holds(session=session, case=case)
     append_custody(session=session, case=case, action="case_closed", principal=principal,
-                   detail={"reason": reason})
+                   detail={"reason": reason, "holds_released": len(released)})
     audit.record(session=session, actor=principal.name, principal_id=principal.id,
                  action="case.close", target_type="case", target_id=reference,
                  detail={"reason": reason})

@@ -50,6 +50,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from recorder.service import get_camera, sign_checkpoints
+from retention import service as retention_service
 from retrieval import cases
 from retrieval.timeline import timeline
 from vigil import audit, chain, crypto, keys
@@ -67,7 +68,7 @@ from vigil.catalog.models import (
     Region,
     RoleName,
 )
-from vigil.catalog.queries import chunks_overlapping, overlapping_stmt
+from vigil.catalog.queries import chain_hash_before, chunks_overlapping, overlapping_stmt
 from vigil.chunks import link_of, read_plaintext, to_us
 from vigil.db import get_engine, session_scope
 from vigil.errors import (
@@ -162,6 +163,11 @@ def request_export(*, session: Session, reference: str, items: Sequence[ItemRequ
     for camera, item in rows:
         session.add(ExportItem(export_id=export.id, camera_id=camera.id,
                                start_at=item.start_at, end_at=item.end_at))
+        # The exported footage outlives its retention rule while the case is open.
+        retention_service.place_hold(session=session, case=case, camera=camera,
+                                     start_at=item.start_at, end_at=item.end_at,
+                                     reason=f"export {export.id}", principal=principal,
+                                     export_id=export.id)
     detail = {"purpose": purpose, "recipient": recipient,
               "items": [{"camera": c.name, "from_us": to_us(i.start_at),
                          "to_us": to_us(i.end_at)} for c, i in rows]}
@@ -339,15 +345,11 @@ def _plan_item(session: Session, provider: keys.KeyProvider, item: ExportItem) -
     if seqs != list(range(seqs[0], seqs[0] + len(seqs))):
         raise IntegrityError(f"camera {camera.name!r}: chunks {seqs[0]}..{seqs[-1]} are not "
                              "consecutive in the catalog")
-    if seqs[0] == 0:
-        chain_prev = chain.GENESIS
-    else:
-        before = session.scalars(select(Chunk.chain_hash).where(
-            Chunk.camera_id == camera.id, Chunk.seq == seqs[0] - 1)).first()
-        if before is None:
-            raise IntegrityError(f"camera {camera.name!r}: chunk {seqs[0] - 1}, the one "
-                                 "before the range, is missing from the catalog")
-        chain_prev = before
+    chain_prev = chain_hash_before(session, camera_id=camera.id, seq=seqs[0])
+    if chain_prev is None:
+        raise IntegrityError(f"camera {camera.name!r}: chunk {seqs[0] - 1}, the one before "
+                             "the range, is missing from the catalog and no retention "
+                             "record accounts for it")
     checkpoint = _covering_checkpoint(session, camera.id, seqs[-1])
     if checkpoint is None:
         sign_checkpoints(session=session, provider=provider, camera_ids=[camera.id],

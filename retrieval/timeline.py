@@ -9,7 +9,7 @@ from typing import Final
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vigil.catalog.models import RecordingGap
+from vigil.catalog.models import RecordingGap, RetentionRecord
 from vigil.catalog.queries import recorded_ranges
 from vigil.errors import InvalidInput
 from vigil.intervals import Span, gaps, parse_instant
@@ -21,7 +21,7 @@ DEFAULT_WINDOW: Final = timedelta(days=1)
 @dataclass(frozen=True)
 class Gap:
     span: Span
-    cause: str  # a recorded gap's cause, else "unrecorded"
+    cause: str  # a recorded gap's cause, "retention" for deleted footage, else "unrecorded"
     detail: str = ""
 
 
@@ -52,10 +52,18 @@ def timeline(session: Session, *, camera_id: int, window: Span) -> Timeline:
         RecordingGap.camera_id == camera_id, RecordingGap.start_at < window.end,
         RecordingGap.end_at > window.start).order_by(RecordingGap.start_at)).all()
 
+    removed = session.scalars(select(RetentionRecord).where(
+        RetentionRecord.camera_id == camera_id, RetentionRecord.start_at < window.end,
+        RetentionRecord.end_at > window.start).order_by(RetentionRecord.start_at)).all()
+
     def explain(hole: Span) -> Gap:
         for gap in explained:
             if gap.start_at < hole.end and gap.end_at > hole.start:
                 return Gap(hole, gap.cause.value, gap.detail)
+        for record in removed:
+            if record.start_at < hole.end and record.end_at > hole.start:
+                return Gap(hole, "retention", f"{record.chunks} chunk(s) deleted under "
+                                              f"{record.rule} ({record.keep_days} days)")
         return Gap(hole, "unrecorded")
 
     return Timeline(window=window, recorded=recorded, gaps=[explain(h) for h in holes])

@@ -23,6 +23,7 @@ from recorder import importer, service
 from retention import policy, sweep, worm
 from retention import service as retention
 from retention.policy import Rule, RuleSet, governing
+from retrieval.timeline import timeline
 from tests.media import encode
 from vigil import keys
 from vigil.catalog.models import (
@@ -39,6 +40,7 @@ from vigil.catalog.models import (
 )
 from vigil.db import session_scope
 from vigil.errors import InvalidInput, NotFound
+from vigil.intervals import Span
 from vigil.objectstore import get_object_store
 from vigil.settings import Settings
 
@@ -250,6 +252,10 @@ def test_the_preview_is_what_the_sweep_then_deletes(settings: Settings,
         (after,) = retention.preview(session=session, camera=f.camera)
     assert after.chunks == 0
     assert sweep.sweep(settings=settings, camera=f.camera).chunks == 0  # nothing left
+    with session_scope() as session:  # the timeline says why the footage is gone
+        line = timeline(session, camera_id=f.camera_id,
+                        window=Span(f.old.start_at, f.recent.start_at))
+    assert [g.cause for g in line.gaps] == ["retention"]
 
 
 CRASH_POINTS = ["_tombstone", "_delete_objects", "_destroy_keys", "_record"]
@@ -404,3 +410,134 @@ def test_a_shredded_chunk_cannot_be_read_even_from_a_copy(settings: Settings,
         with pytest.raises(keys.KeyUnavailable, match="destroyed .* unrecoverable"):
             keys.unwrap_data_key(session=session, provider=provider, data_key_id=data_key_id)
     assert copy  # the ciphertext exists, its key does not
+
+
+# --- the API and the CLI -------------------------------------------------------------
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_the_api_sets_rules_previews_and_holds_by_role(client: Any, make_token: Any,
+                                                       session: Session) -> None:
+    from tests import factories
+
+    cam = factories.camera(session)
+    admin, auditor = _auth(make_token("admin")), _auth(make_token("auditor"))
+    investigator_name = f"inv-{uuid.uuid4().hex[:6]}"
+    investigator = _auth(make_token("investigator", name=investigator_name))
+
+    body = {"camera": cam.name, "keep_days": 20}
+    assert client.put("/api/v1/retention/rules", json=body, headers=auditor).status_code == 403
+    low = client.put("/api/v1/retention/rules", json={**body, "keep_days": 10}, headers=admin)
+    assert low.status_code == 422 and "below the floor of 15 days" in low.json()["error"]["message"]
+    both = client.put("/api/v1/retention/rules", json={**body, "default": True}, headers=admin)
+    assert both.status_code == 422
+    rules = client.put("/api/v1/retention/rules", json=body, headers=admin)
+    assert rules.status_code == 200
+    assert {"scope": f"camera {cam.name}", "keep_days": 20}.items() <= \
+        next(r for r in rules.json() if r["scope"] == f"camera {cam.name}").items()
+    shown = client.get(f"/api/v1/retention/preview?camera={cam.name}", headers=auditor)
+    assert shown.status_code == 200
+    assert shown.json()[0] | {"start": None} == {
+        "camera": cam.name, "rule": f"camera {cam.name}", "keep_days": 20, "chunks": 0,
+        "bytes": 0, "start": None, "end": None, "held_chunks": 0}
+    assert client.get("/api/v1/retention/preview", headers=investigator).status_code == 403
+
+    case = client.post("/api/v1/cases", json={"title": "hold test"}, headers=investigator)
+    assert case.status_code == 201
+    reference = case.json()["reference"]
+    hold = client.post(f"/api/v1/cases/{reference}/holds", headers=investigator, json={
+        "camera": cam.name, "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z",
+        "reason": "witness statement"})
+    assert hold.status_code == 201, hold.text
+    hold_id = hold.json()["id"]
+    listed = client.get(f"/api/v1/holds?case={reference}", headers=auditor).json()
+    assert [h["id"] for h in listed] == [hold_id]
+    release = {"reason": "not needed"}
+    assert client.post(f"/api/v1/holds/{hold_id}/release", json=release,
+                       headers=investigator).status_code == 403
+    released = client.post(f"/api/v1/holds/{hold_id}/release", json=release, headers=admin)
+    assert released.status_code == 200 and released.json()["release_reason"] == "not needed"
+    assert client.post(f"/api/v1/holds/{hold_id}/release", json=release,
+                       headers=admin).status_code == 409
+    custody = client.get(f"/api/v1/cases/{reference}/custody", headers=auditor).json()
+    assert [e["action"] for e in custody["events"]][-2:] == ["hold_placed", "hold_released"]
+
+    worm_state = client.get("/api/v1/storage/worm", headers=auditor)
+    assert worm_state.status_code == 200 and worm_state.json()["object_lock"] == "auto"
+    removed = client.post("/api/v1/retention/rules/remove", json={"camera": cam.name},
+                          headers=admin)
+    assert removed.status_code == 200
+    assert not any(r["scope"] == f"camera {cam.name}" for r in removed.json())
+
+
+def test_an_export_holds_its_footage_until_its_case_closes_and_legal_holds_follow(
+        settings: Settings, footage: Footage) -> None:
+    from retrieval import cases, exports
+
+    f = footage
+    store = get_object_store(settings)
+    with session_scope() as session:
+        worm.record(session=session, state=worm.probe(store))
+    admin = _admin()
+    with session_scope() as session:
+        principal = session.get(Principal, admin.id)
+        case = cases.create_case(session=session, title="export hold", reference=None,
+                                 description="", principal=principal)
+        reference = case.reference
+        exports.request_export(session=session, reference=reference, purpose="court",
+                               recipient=None, principal=principal, items=[
+                                   exports.ItemRequest(camera=f.camera, start_at=f.old.start_at,
+                                                       end_at=f.old.end_at)])
+    _rule(f.camera)
+    with session_scope() as session:
+        (shown,) = retention.preview(session=session, camera=f.camera)
+    assert (shown.chunks, shown.held_chunks) == (0, f.old.chunks)
+    counts = worm.sync_legal_holds(settings=settings, store=store)
+    assert counts["locked_objects"] >= f.old.chunks
+    assert sweep.sweep(settings=settings, camera=f.camera).chunks == 0
+
+    with session_scope() as session:
+        cases.close_case(session=session, reference=reference,
+                         principal=session.get(Principal, admin.id), reason="trial over")
+    # Released, but the legal holds are still on: the sweep leaves the footage alone
+    # until they are lifted, rather than run into the store's refusal.
+    with session_scope() as session:
+        (shown,) = retention.preview(session=session, camera=f.camera)
+    assert shown.chunks == 0
+    assert worm.sync_legal_holds(settings=settings, store=store)["lifted_objects"] >= \
+        f.old.chunks
+    report = sweep.sweep(settings=settings, camera=f.camera)
+    assert (report.chunks, report.refused) == (f.old.chunks, [])
+
+
+def test_an_export_after_a_swept_stretch_links_through_its_retention_record(
+        settings: Settings, footage: Footage, tmp_path: Path) -> None:
+    from retrieval import cases, exports, verify
+
+    f = footage
+    _rule(f.camera)
+    sweep.sweep(settings=settings, camera=f.camera)
+    admin = _admin()
+    with session_scope() as session:
+        principal = session.get(Principal, admin.id)
+        case = cases.create_case(session=session, title="after retention", reference=None,
+                                 description="", principal=principal)
+        export = exports.request_export(
+            session=session, reference=case.reference, purpose="court", recipient=None,
+            principal=principal, items=[exports.ItemRequest(
+                camera=f.camera, start_at=f.recent.start_at, end_at=f.recent.end_at)])
+        export_id = export.id
+    assert exports.run_export(settings=settings, export_id=export_id, owner="test") == \
+        "succeeded"
+    with session_scope() as session:
+        row = session.get(exports.Export, export_id)
+        assert row is not None
+        package = exports.download_package(session=session, settings=settings, export=row,
+                                           case=session.get(Case, row.case_id),
+                                           principal=session.get(Principal, admin.id),
+                                           dst=tmp_path / "p.zip", via="test")
+    report = verify.verify_package(package)
+    assert report.ok, verify.render(report)

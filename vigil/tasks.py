@@ -34,6 +34,8 @@ BEAT_SCHEDULE: Final[dict[str, dict[str, Any]]] = {
     "resume-exports": {"task": "vigil.export.resume", "schedule": 15.0},
     # Expired footage is deleted in batches (retention/sweep.py).
     "sweep": {"task": "vigil.retention.sweep", "schedule": 300.0},
+    # S3 legal holds follow the catalog's holds (retention/worm.py).
+    "legal-holds": {"task": "vigil.retention.legal_holds", "schedule": 60.0},
     # Data keys still wrapped by a retired KEK are re-wrapped (vigil/keys.py).
     "rewrap": {"task": "vigil.keys.rewrap", "schedule": 60.0},
     # A sample of the stored chunks is re-read and checked (retention/scrub.py).

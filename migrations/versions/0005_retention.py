@@ -63,6 +63,8 @@ def upgrade() -> None:
     )
     op.create_index('ix_retention_records_camera_id_last_seq', 'retention_records', ['camera_id', 'last_seq'], unique=False)
     op.add_column('holds', sa.Column('export_id', sa.UUID(), nullable=True))
+    op.add_column('holds', sa.Column('locked_at', postgresql.TIMESTAMP(timezone=True), nullable=True))
+    op.add_column('holds', sa.Column('unlocked_at', postgresql.TIMESTAMP(timezone=True), nullable=True))
     op.create_index(op.f('ix_holds_export_id'), 'holds', ['export_id'], unique=False)
     op.create_foreign_key(op.f('fk_holds_export_id_exports'), 'holds', 'exports', ['export_id'], ['id'], ondelete='RESTRICT')
     # What retention removed is part of the record, as the audit trail (function from 0001).
@@ -77,6 +79,8 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER retention_records_append_only ON retention_records")
     op.drop_constraint(op.f('fk_holds_export_id_exports'), 'holds', type_='foreignkey')
     op.drop_index(op.f('ix_holds_export_id'), table_name='holds')
+    op.drop_column('holds', 'unlocked_at')
+    op.drop_column('holds', 'locked_at')
     op.drop_column('holds', 'export_id')
     op.drop_index('ix_retention_records_camera_id_last_seq', table_name='retention_records')
     op.drop_table('retention_records')

@@ -496,6 +496,10 @@ class Hold(Base):
     # Set for the holds an export places on its footage while its case is open.
     export_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("exports.id", ondelete="RESTRICT"), index=True)
+    # S3 legal holds on the objects it covers: placed (locked_at) while the hold is
+    # unreleased, lifted (unlocked_at) after its release (retention/worm.py).
+    locked_at: Mapped[datetime | None]
+    unlocked_at: Mapped[datetime | None]
 
 
 class Tombstone(Base):

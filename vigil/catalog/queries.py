@@ -1,4 +1,4 @@
-"""Time-index queries on the catalog.
+"""Time-index queries on the catalog, and the chain hash a chunk links to.
 
 Both queries bound the scan on ``(camera_id, start_at)`` from below by
 ``t0 - MAX_CHUNK_WALL_S``: a chunk that starts earlier cannot reach ``t0``
@@ -14,7 +14,8 @@ from datetime import timedelta
 from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session
 
-from vigil.catalog.models import MAX_CHUNK_WALL_S, Chunk
+from vigil.catalog.models import MAX_CHUNK_WALL_S, Chunk, RetentionRecord
+from vigil.chain import GENESIS
 from vigil.intervals import Span
 
 _MAX_CHUNK_WALL = timedelta(seconds=MAX_CHUNK_WALL_S)
@@ -76,3 +77,20 @@ def recorded_ranges(session: Session, *, camera_id: int, window: Span,
         "max_chunk_s": MAX_CHUNK_WALL_S, "tolerance_s": tolerance.total_seconds(),
     }).all()
     return [Span(r.start_at, r.end_at) for r in rows]
+
+
+def chain_hash_before(session: Session, *, camera_id: int, seq: int) -> bytes | None:
+    """The chain hash chunk ``seq`` links to: GENESIS for a camera's first chunk, the
+    previous chunk's, or, where retention removed it, the last chain hash of the
+    retention record that ends just before ``seq``; None when none of them exists
+    (a chunk missing without a record: loss or tampering)."""
+    if seq == 0:
+        return GENESIS
+    before = session.scalars(select(Chunk.chain_hash).where(
+        Chunk.camera_id == camera_id, Chunk.seq == seq - 1)).first()
+    if before is not None:
+        return bytes(before)
+    recorded = session.scalars(select(RetentionRecord.last_chain_hash).where(
+        RetentionRecord.camera_id == camera_id, RetentionRecord.last_seq == seq - 1)
+        .limit(1)).first()
+    return None if recorded is None else bytes(recorded)
