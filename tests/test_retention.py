@@ -39,7 +39,7 @@ from vigil.catalog.models import (
     RetentionRecord,
 )
 from vigil.db import session_scope
-from vigil.errors import InvalidInput, NotFound
+from vigil.errors import InvalidInput, NotFound, VigilError
 from vigil.intervals import Span
 from vigil.objectstore import get_object_store
 from vigil.settings import Settings
@@ -541,3 +541,42 @@ def test_an_export_after_a_swept_stretch_links_through_its_retention_record(
                                            dst=tmp_path / "p.zip", via="test")
     report = verify.verify_package(package)
     assert report.ok, verify.render(report)
+
+
+def test_an_admin_does_it_all_from_the_cli(settings: Settings, footage: Footage) -> None:
+    from typer.testing import CliRunner
+
+    from ops.cli import app
+
+    f = footage
+    admin = _admin()
+    case = _case(admin)
+    cli = CliRunner()
+
+    def run(*args: str, code: int = 0) -> str:
+        result = cli.invoke(app, list(args))
+        if code == 2:  # `vigil` (ops.cli.main) turns a VigilError into exit status 2
+            assert isinstance(result.exception, VigilError), result.output
+            return str(result.exception)
+        assert result.exit_code == code, result.output
+        return result.output
+
+    assert "below the floor of 15 days" in run("retention", "set", "14", "--camera", f.camera,
+                                               "--as", admin.name, code=2)
+    run("retention", "set", str(KEEP_DAYS), "--camera", f.camera, "--as", admin.name)
+    assert f"camera {f.camera}" in run("retention", "list")
+    middle = f.old.start_at + timedelta(seconds=CHUNK_S + 1)
+    assert "placed" in run("hold", "place", case.reference, "--camera", f.camera,
+                           "--from", middle.isoformat(),
+                           "--to", (middle + timedelta(seconds=1)).isoformat(),
+                           "--reason", "witness", "--as", admin.name)
+    shown = run("retention", "preview", "--camera", f.camera)
+    assert f"{f.old.chunks - 1}" in shown and "1" in shown
+    assert f"deleted {f.old.chunks - 1} chunk(s)" in run("retention", "sweep", "--camera",
+                                                          f.camera)
+    (hold,) = [h for h in run("hold", "list", "--case", case.reference).splitlines()
+               if f.camera[:8] in h]
+    hold_id = hold.split()[1] if hold.split()[0] in "│┃|" else hold.split()[0]
+    run("hold", "release", hold_id.strip("│┃|"), "--reason", "done", "--as", admin.name)
+    assert "deleted 1 chunk(s)" in run("retention", "sweep", "--camera", f.camera)
+    assert "S3 legal holds: enforced" in run("storage", "probe")
