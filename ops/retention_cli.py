@@ -107,12 +107,14 @@ def rules_remove(camera: CameraOpt = None, region: RegionOpt = None,
 def rules_preview(camera: CameraOpt = None) -> None:
     """Per camera, what the next sweep deletes (count, bytes, time range), and what
     holds keep. Nothing is deleted."""
+    from ops.cli import _settings
     from retention import service
     from vigil.db import session_scope
 
     out, _ = _console()
     with session_scope() as session:
-        rows = service.preview(session=session, camera=camera)
+        rows = service.preview(session=session, camera=camera,
+                               floor_days=_settings().retention_floor_days)
     table = Table("camera", "rule", "keep days", "chunks", "MB", "from", "to", "held")
     for r in rows:
         table.add_row(r.camera, r.rule or "none (kept)", str(r.keep_days or "-"),

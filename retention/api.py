@@ -75,7 +75,8 @@ def preview(session: SessionDep, _principal: Annotated[Principal, Depends(_overs
     return [PreviewOut(camera=r.camera, rule=r.rule, keep_days=r.keep_days, chunks=r.chunks,
                        bytes=r.stored_bytes, start=r.start_at, end=r.end_at,
                        held_chunks=r.held_chunks)
-            for r in service.preview(session=session, camera=camera)]
+            for r in service.preview(session=session, camera=camera,
+                                     floor_days=get_settings().retention_floor_days)]
 
 
 def _hold_out(h: service.HoldView) -> HoldOut:
@@ -86,12 +87,15 @@ def _hold_out(h: service.HoldView) -> HoldOut:
 
 
 @router.get("/holds", response_model=list[HoldOut])
-def list_holds(session: SessionDep, _principal: Annotated[Principal, Depends(_readers)],
+def list_holds(session: SessionDep, principal: Annotated[Principal, Depends(_readers)],
                case: Annotated[str | None, Query()] = None,
                camera: Annotated[str | None, Query()] = None,
                released: Annotated[bool, Query()] = False) -> list[HoldOut]:
-    return [_hold_out(h) for h in service.list_holds(session=session, case=case,
-                                                     camera=camera, include_released=released)]
+    """Holds; an investigator sees those of the cases they are a member of."""
+    member = principal.id if principal.role == RoleName.INVESTIGATOR else None
+    return [_hold_out(h) for h in service.list_holds(
+        session=session, case=case, camera=camera, include_released=released,
+        member_id=member)]
 
 
 @router.post("/cases/{reference}/holds", response_model=HoldOut, status_code=201)

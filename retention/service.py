@@ -200,15 +200,17 @@ class PreviewRow:
     held_chunks: int  # expired by age, kept by a hold
 
 
-def preview(*, session: Session, camera: str | None = None) -> list[PreviewRow]:
-    """Per camera, what the next sweep deletes (and what holds keep)."""
+def preview(*, session: Session, camera: str | None = None,
+            floor_days: int = 0) -> list[PreviewRow]:
+    """Per camera, what the next sweep deletes (and what holds keep), with the rule's
+    days raised to the floor as the sweep raises them."""
     out: list[PreviewRow] = []
     for g in governed_cameras(session, camera=camera):
         if g.rule is None:
             out.append(PreviewRow(camera=g.camera, rule=None, keep_days=None, chunks=0,
                                   stored_bytes=0, start_at=None, end_at=None, held_chunks=0))
             continue
-        params = {"camera_id": g.camera_id, "keep_days": g.rule.keep_days}
+        params = {"camera_id": g.camera_id, "keep_days": max(g.rule.keep_days, floor_days)}
         # Module constants only are spliced in; values are bound.
         expired = session.execute(text(f"""
             SELECT count(*) AS n, coalesce(sum(c.stored_bytes), 0) AS bytes,
@@ -327,7 +329,10 @@ class HoldView:
 
 
 def list_holds(*, session: Session, case: str | None = None, camera: str | None = None,
-               include_released: bool = False) -> list[HoldView]:
+               include_released: bool = False, member_id: int | None = None
+               ) -> list[HoldView]:
+    """Holds, filtered; with ``member_id``, only those of cases that principal is a
+    member of (what an investigator may see)."""
     query = """SELECT h.id, k.reference AS case, c.name AS camera, h.start_at, h.end_at,
                       h.reason, h.export_id, h.created_at, h.released_at, h.release_reason
                  FROM holds h JOIN cases k ON k.id = h.case_id
@@ -341,6 +346,10 @@ def list_holds(*, session: Session, case: str | None = None, camera: str | None 
         params["camera"] = camera
     if not include_released:
         query += " AND h.released_at IS NULL"
+    if member_id is not None:
+        query += """ AND EXISTS (SELECT 1 FROM case_members m
+                                  WHERE m.case_id = h.case_id AND m.principal_id = :member)"""
+        params["member"] = member_id
     rows = session.execute(text(query + " ORDER BY h.id"), params).all()
     return [HoldView(**r._asdict()) for r in rows]
 

@@ -37,6 +37,7 @@ from retention.policy import Removed, stretches
 from retention.service import EXPIRED, Governed, governed_cameras, lock_camera
 from vigil import audit
 from vigil.db import get_engine, session_scope
+from vigil.errors import Conflict
 from vigil.objectstore import ObjectStore, get_object_store
 from vigil.settings import Settings
 
@@ -44,6 +45,12 @@ log = logging.getLogger("vigil.retention")
 
 # Tombstones finished per round when resuming an interrupted sweep.
 RESUME_BATCH: Final = 1000
+# pg_try_advisory_lock key held by the one running sweep ("VGSW").
+SWEEP_LOCK: Final = 0x56_47_53_57
+
+
+class SweepBusy(Conflict):
+    code = "sweep_busy"
 
 
 @dataclass
@@ -84,20 +91,40 @@ class SweepReport:
 def sweep(*, settings: Settings, camera: str | None = None, limit: int | None = None,
           on_progress: Callable[[int], None] | None = None) -> SweepReport:
     """Delete what the retention rules expire (module doc). ``limit`` caps the chunks
-    deleted in this run; ``on_progress`` receives the count deleted so far."""
+    deleted in this run; ``on_progress`` receives the count deleted so far. One sweep
+    runs at a time (``SweepBusy`` otherwise): two would finish each other's
+    tombstones and record the same stretches twice."""
     engine = get_engine()
+    with engine.connect() as lock:  # a session-level lock, held for the whole sweep
+        if not lock.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                            {"k": SWEEP_LOCK}).scalar_one():
+            raise SweepBusy("another sweep is running; this one was not started")
+        try:
+            return _sweep(engine, settings, camera=camera, limit=limit,
+                          on_progress=on_progress)
+        finally:
+            lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SWEEP_LOCK})
+            lock.commit()
+
+
+def _sweep(engine: Engine, settings: Settings, *, camera: str | None, limit: int | None,
+           on_progress: Callable[[int], None] | None) -> SweepReport:
     store = get_object_store(settings)
     report = SweepReport(sweep_id=uuid.uuid4())
-    while finished := _finish(engine, store, report, sweep_id=None, limit=RESUME_BATCH):
+    while True:
+        found, finished = _finish(engine, store, report, sweep_id=None, limit=RESUME_BATCH)
         report.resumed += finished
+        if not found:
+            break
     with session_scope() as session:
-        governed = [g for g in governed_cameras(session, camera=camera) if g.rule is not None]
-    for g in governed:
+        cameras = [g for g in governed_cameras(session, camera=camera) if g.rule is not None]
+    for g in cameras:
         while limit is None or report.chunks < limit:
             batch = settings.sweep_batch if limit is None else \
                 min(settings.sweep_batch, limit - report.chunks)
             skip = [r["chunk_id"] for r in report.refused]  # the store keeps them
-            if not _tombstone(engine, g, report.sweep_id, batch=batch, skip=skip):
+            if not _tombstone(engine, g, report.sweep_id, batch=batch, skip=skip,
+                              floor_days=settings.retention_floor_days):
                 break
             _finish(engine, store, report, sweep_id=report.sweep_id, limit=None)
             if on_progress is not None:
@@ -115,12 +142,17 @@ def sweep(*, settings: Settings, camera: str | None = None, limit: int | None = 
 # --- D1 ------------------------------------------------------------------------------
 
 
-def _tombstone(engine: Engine, governed: Governed, sweep_id: uuid.UUID, *, batch: int,
-               skip: Sequence[int] = ()) -> int:
-    """D1: tombstone and delete up to ``batch`` of the camera's oldest expired chunks."""
-    assert governed.rule is not None
+def _tombstone(engine: Engine, camera: Governed, sweep_id: uuid.UUID, *, batch: int,
+               floor_days: int, skip: Sequence[int] = ()) -> int:
+    """D1: tombstone and delete up to ``batch`` of the camera's oldest expired chunks,
+    under the rule that governs it now (read under the camera's lock: a rule changed
+    during a long sweep applies from the next batch), never below the floor."""
     with session_scope(engine) as session:
-        lock_camera(session, governed.camera_id)
+        lock_camera(session, camera.camera_id)
+        (governed,) = governed_cameras(session, camera=camera.camera)
+        if governed.rule is None:
+            return 0
+        keep_days = max(governed.rule.keep_days, floor_days)
         # Module constants only are spliced in; values are bound.
         moved = session.execute(text(f"""
             WITH doomed AS (
@@ -136,7 +168,7 @@ def _tombstone(engine: Engine, governed: Governed, sweep_id: uuid.UUID, *, batch
                   FROM doomed d
                 RETURNING chunk_id)
             DELETE FROM chunks WHERE id IN (SELECT chunk_id FROM tombs)"""),  # noqa: S608
-            {"camera_id": governed.camera_id, "keep_days": governed.rule.keep_days,
+            {"camera_id": governed.camera_id, "keep_days": keep_days,
              "rule": governed.rule.scope, "sweep_id": sweep_id, "batch": batch,
              "skip": list(skip)})
     return moved.rowcount  # type: ignore[attr-defined]
@@ -157,7 +189,10 @@ class _Tomb:
 
 
 def _tombs(engine: Engine, sweep_id: uuid.UUID | None, limit: int | None) -> list[_Tomb]:
-    query = """SELECT t.*, c.name AS camera FROM tombstones t
+    query = """SELECT t.chunk_id, t.camera_id, t.seq, t.start_at, t.end_at, t.object_key,
+                      t.stored_bytes, t.chain_hash, t.data_key_id, t.keep_days, t.rule,
+                      t.object_deleted_at, t.key_destroyed_at, c.name AS camera
+                 FROM tombstones t
                  JOIN cameras c ON c.id = t.camera_id"""
     params: dict[str, Any] = {}
     if sweep_id is not None:
@@ -179,19 +214,21 @@ def _tombs(engine: Engine, sweep_id: uuid.UUID | None, limit: int | None) -> lis
 
 
 def _finish(engine: Engine, store: ObjectStore, report: SweepReport, *,
-            sweep_id: uuid.UUID | None, limit: int | None) -> int:
+            sweep_id: uuid.UUID | None, limit: int | None) -> tuple[int, int]:
     """D2 to D5 for the tombstones of ``sweep_id`` (all, when None); returns how many
-    were finished (deleted and recorded)."""
+    tombstones there were and how many were finished (the others were refused by the
+    store and put back)."""
     tombs = _tombs(engine, sweep_id, limit)
+    found = len(tombs)
     if not tombs:
-        return 0
+        return 0, 0
     refused = _delete_objects(engine, store, [t for t in tombs if not t.object_deleted])
     if refused:
         _restore(engine, [t for t in tombs if t.object_key in refused], refused, report)
         tombs = [t for t in tombs if t.object_key not in refused]
     _destroy_keys(engine, [t for t in tombs if not t.key_destroyed])
     _record(engine, tombs, report)
-    return len(tombs)
+    return found, len(tombs)
 
 
 def _delete_objects(engine: Engine, store: ObjectStore, tombs: Sequence[_Tomb]

@@ -100,13 +100,15 @@ def apply(*, session: Session, store: ObjectStore, hold: Hold) -> int:
 
 def lift(*, session: Session, store: ObjectStore, hold: Hold) -> int:
     """Take the legal hold off the objects of a released hold that no other unreleased
-    hold covers; returns how many."""
+    hold *that placed legal holds* covers (an unreleased hold that never locked would
+    never lift them); returns how many."""
     keys = session.scalars(text("""
         SELECT c.object_key FROM chunks c
          WHERE c.camera_id = :camera AND c.start_at < :end AND c.end_at > :start
            AND NOT EXISTS (SELECT 1 FROM holds h
-                            WHERE h.camera_id = c.camera_id AND h.released_at IS NULL
-                              AND h.id <> :hold
+                            WHERE h.camera_id = c.camera_id AND h.id <> :hold
+                              AND h.locked_at IS NOT NULL AND h.unlocked_at IS NULL
+                              AND h.released_at IS NULL
                               AND h.start_at < c.end_at AND h.end_at > c.start_at)
          ORDER BY c.seq"""), {"camera": hold.camera_id, "start": hold.start_at,
                               "end": hold.end_at, "hold": hold.id}).all()

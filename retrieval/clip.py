@@ -119,6 +119,10 @@ US_PER_S: Final = 1_000_000
 # Opening a chunk: the MP4 boxes give every stream parameter the stitch copies, so
 # FFmpeg's probe decodes as little as it can (30 ms a 1080p chunk by default, 12 ms so).
 PROBE_OPTIONS: Final = {"probesize": "4096", "analyzeduration": "0"}
+# What is read is MP4 (ISO BMFF) from local files only: a member of an untrusted package
+# named *.m3u8 must not be opened as a playlist that fetches other files or URLs.
+READ_FORMAT: Final = "mp4"
+READ_OPTIONS: Final = {"protocol_whitelist": "file,subfile"}
 # Video and text timestamps are microseconds: the catalog's unit, so a frame's wall time
 # is exact, and ffprobe's 6-decimal times read back exactly.
 TIME_BASE: Final = Fraction(1, US_PER_S)
@@ -416,7 +420,8 @@ def _params(stream: av.stream.Stream) -> tuple[Any, ...]:
 
 def _open(source: ClipSource) -> av.container.InputContainer:
     try:
-        container = av.open(media_url(source.path, source.extent), options=PROBE_OPTIONS)
+        container = av.open(media_url(source.path, source.extent), format=READ_FORMAT,
+                            options={**PROBE_OPTIONS, **READ_OPTIONS})
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         raise UnreadableChunk(source.seq, _reason(exc)) from None
     if not container.streams.video:
@@ -888,7 +893,8 @@ Facts = tuple[dict[str, str], list[_StreamFacts]]
 def _inventory(path: Path, extent: Extent | None = None) -> Facts:
     """What check_restitch compares: Vigil's format tags, each stream's codec
     parameters, and each packet as the demuxer gives it (edit list applied)."""
-    with av.open(media_url(path, extent)) as container:
+    with av.open(media_url(path, extent), format=READ_FORMAT,
+                 options=dict(READ_OPTIONS)) as container:
         tags = {k: v for k, v in container.metadata.items() if k in CLIP_TAGS}
         streams: list[_StreamFacts] = []
         for stream in container.streams:

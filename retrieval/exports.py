@@ -163,7 +163,9 @@ def request_export(*, session: Session, reference: str, items: Sequence[ItemRequ
     for camera, item in rows:
         session.add(ExportItem(export_id=export.id, camera_id=camera.id,
                                start_at=item.start_at, end_at=item.end_at))
-        # The exported footage outlives its retention rule while the case is open.
+    # The exported footage outlives its retention rule while the case is open. Camera
+    # locks are taken in id order, so that two exports cannot wait on each other.
+    for camera, item in sorted(rows, key=lambda row: row[0].id):
         retention_service.place_hold(session=session, case=case, camera=camera,
                                      start_at=item.start_at, end_at=item.end_at,
                                      reason=f"export {export.id}", principal=principal,

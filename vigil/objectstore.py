@@ -29,8 +29,9 @@ from vigil.settings import Settings
 SHA256_META: Final = "x-amz-meta-vigil-sha256"
 # Uploads up to this size are one PUT; larger ones go in parts of this size.
 UPLOAD_PART_BYTES: Final = 64 * 1024 * 1024
-# S3 DeleteObjects takes at most 1,000 keys.
+# S3 DeleteObjects takes at most 1,000 keys; a listing page holds at most 1,000 entries.
 DELETE_BATCH: Final = 1000
+LIST_PAGE: Final = 1000
 # Error codes with which a store refuses to delete a locked object version.
 REFUSALS: Final = frozenset({"AccessDenied", "ObjectLocked", "InvalidRequest"})
 READ_BLOCK_BYTES: Final = 1 << 20
@@ -157,9 +158,11 @@ class S3ObjectStore:
             raise StorageError(f"storing {key} failed: {exc.code}") from exc
         except urllib3.exceptions.HTTPError as exc:
             raise StorageError(f"storing {key} failed: object store unreachable") from exc
-        except OSError as exc:  # the client's own: the data ran out before `size`
-            raise IntegrityError(f"storing {key} failed: the data to store ended after "
-                                 f"{source.bytes} of {size} bytes ({exc})") from exc
+        except OSError as exc:
+            if source.bytes < size:  # the client's own check: the data ran out
+                raise IntegrityError(f"storing {key} failed: the data to store ended "
+                                     f"after {source.bytes} of {size} bytes") from exc
+            raise StorageError(f"storing {key} failed: {type(exc).__name__}") from exc
         sent = source.digest.hexdigest()
         stored = self.stat(key)
         readback = self.sha256_of(key)
@@ -269,16 +272,20 @@ class S3ObjectStore:
         try:
             for directory, group in groupby(wanted, key=lambda f: f.rsplit("/", 1)[0] + "/"):
                 names = list(group)
-                members, last = set(names), names[-1]
+                members, last, beyond = set(names), names[-1], 0
                 for obj in self._client.list_objects(
                         self._bucket, prefix=directory, include_version=True,
                         start_after=_just_before(names[0])):
                     name = obj.object_name
                     assert name is not None
-                    if name > last:
-                        break
                     if name in members:
                         targets.append(DeleteObject(name, obj.version_id))
+                    # A page lists its versions, then its delete markers: past `last`,
+                    # the rest of the page (at most LIST_PAGE entries) may still hold
+                    # markers of wanted keys; nothing after it can.
+                    beyond += name > last
+                    if beyond > LIST_PAGE:
+                        break
             for start in range(0, len(targets), DELETE_BATCH):
                 for error in self._client.remove_objects(
                         self._bucket, targets[start:start + DELETE_BATCH]):
