@@ -153,10 +153,20 @@ def _tombstone(engine: Engine, camera: Governed, sweep_id: uuid.UUID, *, batch: 
         if governed.rule is None:
             return 0
         keep_days = max(governed.rule.keep_days, floor_days)
+        params = {"camera_id": governed.camera_id, "keep_days": keep_days,
+                  "skip": list(skip)}
+        # Batches end on a multiple of `batch` in seq, so that their object keys share
+        # a long prefix and D2 lists little more than the batch (delete_many).
+        first = session.execute(text(
+            f"SELECT min(c.seq) FROM chunks c WHERE {EXPIRED} "  # noqa: S608
+            "AND c.id <> ALL(:skip)"), params).scalar_one()
+        if first is None:
+            return 0
         # Module constants only are spliced in; values are bound.
         moved = session.execute(text(f"""
             WITH doomed AS (
                 SELECT c.* FROM chunks c WHERE {EXPIRED} AND c.id <> ALL(:skip)
+                   AND c.seq < :upto
                  ORDER BY c.seq LIMIT :batch FOR UPDATE),
             tombs AS (
                 INSERT INTO tombstones (chunk_id, camera_id, seq, start_at, end_at, object_key,
@@ -168,9 +178,8 @@ def _tombstone(engine: Engine, camera: Governed, sweep_id: uuid.UUID, *, batch: 
                   FROM doomed d
                 RETURNING chunk_id)
             DELETE FROM chunks WHERE id IN (SELECT chunk_id FROM tombs)"""),  # noqa: S608
-            {"camera_id": governed.camera_id, "keep_days": keep_days,
-             "rule": governed.rule.scope, "sweep_id": sweep_id, "batch": batch,
-             "skip": list(skip)})
+            {**params, "rule": governed.rule.scope, "sweep_id": sweep_id, "batch": batch,
+             "upto": (first // batch + 1) * batch})
     return moved.rowcount  # type: ignore[attr-defined]
 
 

@@ -109,3 +109,18 @@ def test_put_stream_hashes_what_it_sends_and_verifies(store: S3ObjectStore) -> N
     assert store.get("big/streamed") == data
     with pytest.raises(IntegrityError, match="ended after"):
         store.put_stream("big/short", io.BytesIO(data[:-10]), len(data))  # runs dry
+
+
+def test_delete_many_removes_every_version_and_delete_marker_of_the_keys_only(
+        store: S3ObjectStore) -> None:
+    day = "chunks/7/2026/01/02/"
+    keys = [f"{day}{seq:020d}-{os.urandom(4).hex()}.vch" for seq in range(5)]
+    for key in keys:
+        store.put(key, b"first")
+        store.put(key, b"second")  # two versions of each
+    client, bucket = store._client, store._bucket
+    client.remove_object(bucket, store._full(keys[1]))  # a plain delete: a delete marker
+    assert store.delete_many([*keys[:3], f"{day}not-there.vch"]) == {}
+    left = {o.object_name for o in client.list_objects(
+        bucket, prefix=store._full(day), include_version=True, recursive=True)}
+    assert left == {store._full(k) for k in keys[3:]}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import groupby
@@ -29,9 +30,8 @@ from vigil.settings import Settings
 SHA256_META: Final = "x-amz-meta-vigil-sha256"
 # Uploads up to this size are one PUT; larger ones go in parts of this size.
 UPLOAD_PART_BYTES: Final = 64 * 1024 * 1024
-# S3 DeleteObjects takes at most 1,000 keys; a listing page holds at most 1,000 entries.
+# S3 DeleteObjects takes at most 1,000 keys.
 DELETE_BATCH: Final = 1000
-LIST_PAGE: Final = 1000
 # Error codes with which a store refuses to delete a locked object version.
 REFUSALS: Final = frozenset({"AccessDenied", "ObjectLocked", "InvalidRequest"})
 READ_BLOCK_BYTES: Final = 1 << 20
@@ -263,29 +263,22 @@ class S3ObjectStore:
         object lock: ``AccessDenied``); keys already gone are not errors. Raises
         StorageError for an outage.
 
-        The versions are found by listing each key's directory from just before its
-        first wanted key to its last (keys sort by seq within a day), so that a batch
-        costs a few listing requests, not one per key."""
+        The versions (and any delete markers) are found by listing, per directory, the
+        keys under the longest prefix the batch's keys share there, from just before the
+        first: chunk keys sort by zero-padded seq within a day, so a batch of aligned
+        seqs (the sweeper's) is listed in about one request per thousand keys."""
         wanted = sorted({self._full(k) for k in keys})
         targets: list[DeleteObject] = []
         refused: dict[str, str] = {}
         try:
-            for directory, group in groupby(wanted, key=lambda f: f.rsplit("/", 1)[0] + "/"):
+            for _directory, group in groupby(wanted, key=lambda f: f.rsplit("/", 1)[0]):
                 names = list(group)
-                members, last, beyond = set(names), names[-1], 0
+                members = set(names)
                 for obj in self._client.list_objects(
-                        self._bucket, prefix=directory, include_version=True,
-                        start_after=_just_before(names[0])):
-                    name = obj.object_name
-                    assert name is not None
-                    if name in members:
-                        targets.append(DeleteObject(name, obj.version_id))
-                    # A page lists its versions, then its delete markers: past `last`,
-                    # the rest of the page (at most LIST_PAGE entries) may still hold
-                    # markers of wanted keys; nothing after it can.
-                    beyond += name > last
-                    if beyond > LIST_PAGE:
-                        break
+                        self._bucket, prefix=os.path.commonprefix(names),
+                        include_version=True, start_after=_just_before(names[0])):
+                    if obj.object_name in members:
+                        targets.append(DeleteObject(obj.object_name, obj.version_id))
             for start in range(0, len(targets), DELETE_BATCH):
                 for error in self._client.remove_objects(
                         self._bucket, targets[start:start + DELETE_BATCH]):
