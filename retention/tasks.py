@@ -27,7 +27,10 @@ log = logging.getLogger("vigil.retention")
 def sweep_task() -> dict[str, Any]:
     settings = get_settings()
     worm.sync_legal_holds(settings=settings, store=get_object_store(settings))
-    report = sweep.sweep(settings=settings)
+    try:
+        report = sweep.sweep(settings=settings)
+    except sweep.SweepBusy:  # the previous run is still deleting: it goes on
+        return {"skipped": "another sweep is running"}
     return {"sweep": str(report.sweep_id), "chunks": report.chunks,
             "bytes": report.stored_bytes, "resumed": report.resumed,
             "refused": len(report.refused)}

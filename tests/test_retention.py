@@ -603,9 +603,23 @@ def test_one_sweep_at_a_time(settings: Settings, engine: Any) -> None:
         try:
             with pytest.raises(sweep.SweepBusy, match="another sweep is running"):
                 sweep.sweep(settings=settings)
+            # The scheduled task leaves the running sweep alone rather than fail.
+            from retention import tasks
+
+            assert tasks.sweep_task() == {"skipped": "another sweep is running"}
         finally:
             other.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": sweep.SWEEP_LOCK})
             other.commit()
+
+
+def test_the_scheduled_worm_probe_records_what_the_store_enforces(settings: Settings,
+                                                                  engine: Any) -> None:
+    from retention import tasks
+
+    assert tasks.worm_probe_task()["legal_hold"] == "enforced"
+    with session_scope() as session:
+        state = worm.latest(session)
+    assert state is not None and state.legal_hold == "enforced"
 
 
 def test_a_rule_below_a_raised_floor_deletes_only_down_to_the_floor(
