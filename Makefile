@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install system-deps run test lint bench-catalog bench-export bench-watermark bench-verify \
+	bench-retention \
 	stack-up stack-down clean
 
 $(STAMP): pyproject.toml constraints.txt
@@ -43,6 +44,9 @@ bench-watermark: install
 
 bench-verify: install
 	$(BIN)/python bench/verify.py
+
+bench-retention: install
+	$(BIN)/python bench/retention.py
 
 stack-up: install
 	$(BIN)/vigil stack up
