@@ -51,6 +51,7 @@ class Fleet:
         with session_scope(self.engine) as session:
             held = leases.renew(session=session, recorder_id=self.recorder_id)
             reaped = leases.reap_dead_local(session=session)
+            self.sealer.refresh(session=session)  # a rotated KEK, from this tick on
         if reaped:
             log.info("freed the leases of cameras %s: their recorder on this host is gone",
                      reaped)

@@ -5,6 +5,7 @@ Keyword-only, typed, takes the session, only flushes; the caller commits.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from collections.abc import Collection, Sequence
@@ -33,6 +34,8 @@ from vigil.catalog.models import (
 )
 from vigil.errors import Conflict, IntegrityError, InvalidInput, NotFound
 from vigil.redact import redact_url
+
+log = logging.getLogger("vigil.recorder")
 
 MIN_CHUNK_S: Final = 2
 MAX_CHUNK_S: Final = 300
@@ -123,13 +126,27 @@ def object_key_for(*, camera_id: int, seq: int, start_us: int) -> str:
             f"{secrets.token_hex(8)}.vch")
 
 
-@dataclass(frozen=True)
 class Sealer:
-    """What sealing needs: the key provider and the active KEK."""
+    """What sealing needs: the key provider and the active KEK, which ``refresh``
+    follows (the fleet loop calls it on every tick), so that a recorder running
+    through a KEK rotation wraps new data keys under the new KEK within a tick instead
+    of until it restarts (docs/design/keys.md). Shared by the camera threads: the KEK
+    is read as one (id, reference) pair."""
 
-    provider: keys.KeyProvider
-    kek_id: int
-    kek_ref: str
+    def __init__(self, *, provider: keys.KeyProvider, kek_id: int, kek_ref: str) -> None:
+        self.provider = provider
+        self._kek = (kek_id, kek_ref)
+
+    @property
+    def kek(self) -> tuple[int, str]:
+        return self._kek
+
+    def refresh(self, *, session: Session) -> None:
+        kek = keys.active_key(session=session, provider=self.provider,
+                              purpose=KeyPurpose.KEK)
+        if (kek.id, kek.provider_ref) != self._kek:
+            log.info("sealing under KEK version %d from now on", kek.version)
+            self._kek = (kek.id, kek.provider_ref)
 
 
 def make_sealer(*, session: Session, provider: keys.KeyProvider) -> Sealer:
@@ -164,6 +181,7 @@ def seal_chunk(*, sealer: Sealer, plaintext_path: Path, sealed_path: Path,
                       end_us=end_us, media_duration_us=media_duration_us,
                       plaintext_bytes=plaintext_bytes, sha256=plaintext_sha256,
                       clock_source=active.clock_source)
+    kek_id, kek_ref = sealer.kek
     return PendingChunk(
         camera_id=active.camera_id, seq=active.seq, start_us=start_us, end_us=end_us,
         media_duration_us=media_duration_us, clock_source=active.clock_source,
@@ -172,8 +190,8 @@ def seal_chunk(*, sealer: Sealer, plaintext_path: Path, sealed_path: Path,
         chain_hash=chain.chain_hash(bytes.fromhex(active.prev_chain_hash), link).hex(),
         object_key=object_key_for(camera_id=active.camera_id, seq=active.seq,
                                   start_us=start_us),
-        kek_id=sealer.kek_id,
-        wrapped_key=sealer.provider.wrap(sealer.kek_ref, sealed.data_key).hex(),
+        kek_id=kek_id,
+        wrapped_key=sealer.provider.wrap(kek_ref, sealed.data_key).hex(),
         stored_sha256=sealed.stored_sha256.hex(),
         codec=codec)
 

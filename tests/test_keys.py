@@ -485,3 +485,15 @@ def test_the_cli_rotates_lists_and_rewraps(session: Session, ring: keys.FileKeyR
     event = _last_audit(session, "keys.rotated")
     assert event.actor == "keys-admin-cli" and event.principal_id is not None
     assert event.detail["old_fingerprint"] == signer.fingerprint
+
+
+def test_a_running_recorder_seals_under_the_rotated_kek_from_its_next_tick(
+        session: Session, ring: keys.FileKeyRing) -> None:
+    from recorder import service as recorder_service
+
+    sealer = recorder_service.make_sealer(session=session, provider=ring)
+    before = sealer.kek
+    new = keys.rotate(session=session, provider=ring, purpose=KeyPurpose.KEK, actor="test")
+    assert sealer.kek == before  # nothing changes under a chunk being sealed
+    sealer.refresh(session=session)  # what the fleet loop does on every tick
+    assert sealer.kek == (new.id, new.provider_ref) != before
