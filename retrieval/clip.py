@@ -123,6 +123,8 @@ PROBE_OPTIONS: Final = {"probesize": "4096", "analyzeduration": "0"}
 # named *.m3u8 must not be opened as a playlist that fetches other files or URLs.
 READ_FORMAT: Final = "mp4"
 READ_OPTIONS: Final = {"protocol_whitelist": "file,subfile"}
+# Linux's memory file system, for the re-stitch's throw-away clip (scratch_dir).
+SCRATCH_MEMORY_DIR: Final = "/dev/shm"  # noqa: S108 - a private mkdtemp dir is made in it
 # Video and text timestamps are microseconds: the catalog's unit, so a frame's wall time
 # is exact, and ffprobe's 6-decimal times read back exactly.
 TIME_BASE: Final = Fraction(1, US_PER_S)
@@ -946,6 +948,27 @@ def _configuration(codec: str, extradata: bytes) -> bytes:
     return bytes(kept)
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def scratch_dir(expected_bytes: int) -> str | None:
+    """Where a file of about ``expected_bytes`` that is read once and deleted is best
+    written: a memory file system (``SCRATCH_MEMORY_DIR``) when it has room to spare
+    (four times the file), since the file never needs to reach a disk and writing
+    pages that disk writeback then competes for is what the re-stitch costs most;
+    otherwise the default temporary directory (None)."""
+    try:
+        fs = os.statvfs(SCRATCH_MEMORY_DIR)
+    except OSError:
+        return None
+    room = fs.f_bavail * fs.f_frsize
+    return SCRATCH_MEMORY_DIR if room >= 4 * max(expected_bytes, 1) else None
+
+
 def compare_facts(expected: Facts, found: Facts) -> list[str]:
     """Differences between the facts the originals give and those the clip has."""
     differences: list[str] = []
@@ -1036,7 +1059,9 @@ def restitched_facts(sources: Sequence[ClipSource], *, from_us: int, to_us: int,
                      gaps: Sequence[ClipGap] = (), title: str = "") -> Facts | str:
     """The facts of the clip ``sources`` give when stitched again (into a temporary
     file, removed), or why they cannot be stitched."""
-    with tempfile.TemporaryDirectory(prefix="vigil-restitch-") as tmp:
+    expected = sum(s.extent.length if s.extent else _size(s.path) for s in sources)
+    with tempfile.TemporaryDirectory(prefix="vigil-restitch-",
+                                     dir=scratch_dir(expected)) as tmp:
         again = Path(tmp) / "clip.mp4"
         try:
             stitch(sources, from_us=from_us, to_us=to_us, out=again, gaps=gaps, title=title,

@@ -543,3 +543,13 @@ def test_select_video_copies_hidden_references_for_b_frames() -> None:
     assert (plan.first, plan.last, plan.frames) == (0, 6, 6)  # P6 copied, hidden
     assert (plan.first_pts, plan.last_pts, plan.end) == (0, 50, 55)
     assert clips.select_video(packets, length_us=0) is None
+
+
+def test_the_re_stitch_scratch_goes_to_memory_only_with_room_to_spare() -> None:
+    from retrieval import clip
+
+    if not Path(clip.SCRATCH_MEMORY_DIR).is_dir():
+        assert clip.scratch_dir(1) is None
+        return
+    assert clip.scratch_dir(1 << 20) == clip.SCRATCH_MEMORY_DIR
+    assert clip.scratch_dir(1 << 60) is None  # more than any memory: the disk
