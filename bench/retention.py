@@ -31,7 +31,7 @@ How
        threads, untimed) and, for Vigil, the rows and data keys are (re)inserted.
     4. Each contender is timed with ``time.perf_counter``.
 
-Run from the repository root (100,000 chunks, 1 round: ~10 minutes on 2 cores):
+Run from the repository root (100,000 chunks, 2 rounds: ~14 minutes on 2 cores):
 
     .venv/bin/python bench/retention.py
     .venv/bin/python bench/retention.py --chunks 5000 --rounds 1
@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--object-bytes", type=int, default=4096,
                         help="size of each object (the sweep never reads them)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
