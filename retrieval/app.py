@@ -21,6 +21,7 @@ from retention.api import router as retention_router
 from retrieval.api import router as retrieval_router
 from retrieval.evidence_api import router as evidence_router
 from retrieval.schemas import Health
+from vigil.audit_api import router as audit_router
 from vigil.db import get_engine
 from vigil.errors import Unauthenticated, VigilError
 from vigil.keys_api import router as keys_router
@@ -94,4 +95,5 @@ def create_app() -> FastAPI:
     app.include_router(evidence_router)
     app.include_router(retention_router)
     app.include_router(keys_router)
+    app.include_router(audit_router)
     return app

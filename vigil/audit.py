@@ -9,9 +9,12 @@ lock so that the chain has exactly one head.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -19,7 +22,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from vigil.catalog.models import AuditEvent
-from vigil.errors import IntegrityError
+from vigil.errors import IntegrityError, InvalidInput
 
 GENESIS: Final = bytes(32)
 # pg_advisory_xact_lock key that serialises appends ("vigil-audit" as an int).
@@ -88,3 +91,85 @@ def verify_chain(events: Iterable[AuditEvent], *, prev_hash: bytes = GENESIS) ->
         prev_hash = event.event_hash
         count += 1
     return count
+
+
+# Events read per query when the whole stored trail is checked or exported: memory
+# stays flat however long the trail.
+READ_BATCH: Final = 5000
+
+
+@dataclass(frozen=True)
+class TrailCheck:
+    """What checking the stored trail found: ``failure`` is None when it is intact."""
+
+    events: int  # checked before the first failure (all, when intact)
+    head: str | None  # hex hash of the last event checked
+    failure: str | None
+
+
+def stored_events(session: Session, *, start: datetime | None = None,
+                  end: datetime | None = None) -> Iterator[AuditEvent]:
+    """The stored events in id order (chain order), optionally those that occurred in
+    ``[start, end)``, read in batches."""
+    last_id = 0
+    while True:
+        query = select(AuditEvent).where(AuditEvent.id > last_id)
+        if start is not None:
+            query = query.where(AuditEvent.occurred_at >= start)
+        if end is not None:
+            query = query.where(AuditEvent.occurred_at < end)
+        batch = session.scalars(query.order_by(AuditEvent.id).limit(READ_BATCH)).all()
+        if not batch:
+            return
+        last_id = batch[-1].id
+        for event in batch:
+            yield event
+            session.expunge(event)
+
+
+def check_stored(session: Session) -> TrailCheck:
+    """Check the whole stored trail from GENESIS (``verify_chain``, batch by batch)."""
+    count, prev, head = 0, GENESIS, None
+    try:
+        for event in stored_events(session):
+            count += verify_chain([event], prev_hash=prev)
+            prev = event.event_hash
+            head = prev.hex()
+    except AuditChainBroken as exc:
+        return TrailCheck(events=count, head=head, failure=str(exc))
+    return TrailCheck(events=count, head=head, failure=None)
+
+
+EXPORT_FIELDS: Final = ("id", "occurred_at", "actor", "action", "target_type", "target_id",
+                        "detail", "prev_hash", "event_hash")
+
+
+def export_row(event: AuditEvent) -> dict[str, Any]:
+    """An event as exported: every hashed field as stored, hashes in hex, so that an
+    export re-computes (``event_digest``) without the database."""
+    return {"id": event.id,
+            "occurred_at": event.occurred_at.astimezone(UTC).isoformat(timespec="microseconds"),
+            "actor": event.actor, "action": event.action, "target_type": event.target_type,
+            "target_id": event.target_id, "detail": event.detail,
+            "prev_hash": event.prev_hash.hex(), "event_hash": event.event_hash.hex()}
+
+
+def export_lines(events: Iterable[AuditEvent], *, fmt: str) -> Iterator[str]:
+    """JSON lines, or CSV with a header row (``detail`` as canonical JSON)."""
+    if fmt == "jsonl":
+        for event in events:
+            yield canonical(export_row(event)).decode() + "\n"
+        return
+    if fmt != "csv":
+        raise InvalidInput(f"unknown export format {fmt!r} (jsonl or csv)")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(EXPORT_FIELDS)
+    for event in events:
+        row = export_row(event)
+        row["detail"] = canonical(row["detail"]).decode()
+        writer.writerow([row[f] for f in EXPORT_FIELDS])
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()
