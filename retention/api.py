@@ -110,8 +110,7 @@ def place_hold(reference: str, body: HoldIn, session: SessionDep,
                               principal=principal)
     hold_id = hold.id
     session.commit()
-    (view,) = [h for h in service.list_holds(session=session, case=reference)
-               if h.id == hold_id]
+    (view,) = service.list_holds(session=session, hold_id=hold_id)
     return _hold_out(view)
 
 
@@ -121,8 +120,7 @@ def release_hold(hold_id: int, body: ReleaseIn, session: SessionDep,
     service.release_hold(session=session, hold_id=hold_id, reason=body.reason,
                          principal=principal)
     session.commit()
-    (view,) = [h for h in service.list_holds(session=session, include_released=True)
-               if h.id == hold_id]
+    (view,) = service.list_holds(session=session, hold_id=hold_id, include_released=True)
     return _hold_out(view)
 
 

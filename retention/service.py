@@ -329,8 +329,8 @@ class HoldView:
 
 
 def list_holds(*, session: Session, case: str | None = None, camera: str | None = None,
-               include_released: bool = False, member_id: int | None = None
-               ) -> list[HoldView]:
+               include_released: bool = False, member_id: int | None = None,
+               hold_id: int | None = None) -> list[HoldView]:
     """Holds, filtered; with ``member_id``, only those of cases that principal is a
     member of (what an investigator may see)."""
     query = """SELECT h.id, k.reference AS case, c.name AS camera, h.start_at, h.end_at,
@@ -344,6 +344,9 @@ def list_holds(*, session: Session, case: str | None = None, camera: str | None 
     if camera is not None:
         query += " AND c.name = :camera"
         params["camera"] = camera
+    if hold_id is not None:
+        query += " AND h.id = :hold"
+        params["hold"] = hold_id
     if not include_released:
         query += " AND h.released_at IS NULL"
     if member_id is not None:
