@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ops import audit_cli, evidence_cli, keys_cli, retention_cli, scrub_cli
+from ops import audit_cli, evidence_cli, keys_cli, oidc_cli, retention_cli, scrub_cli
 from vigil.errors import VigilError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -302,6 +302,7 @@ retention_cli.register(app)
 keys_cli.register(app)
 scrub_cli.register(app)
 audit_cli.register(app)
+oidc_cli.register(app)
 
 
 def main() -> None:

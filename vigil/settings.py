@@ -122,6 +122,24 @@ class Settings(BaseSettings):
     sweep_batch: int = Field(default=1000, ge=1, le=10_000)
     object_lock: Literal["auto", "off"] = "auto"
 
+    # OIDC bearer JWTs (vigil/auth/oidc.py), besides Vigil's own tokens. Unset issuer:
+    # only Vigil tokens are accepted. The JWKS is fetched from ``oidc_jwks_url`` (or the
+    # issuer's discovery document when unset) and cached ``oidc_jwks_ttl_s``.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_jwks_ttl_s: float = Field(default=300.0, gt=0)
+    oidc_role_claim: str = "vigil_role"
+    oidc_region_claim: str = "vigil_region"  # a region code; absent: no region bound
+    oidc_leeway_s: int = Field(default=30, ge=0, le=300)
+
+    # Hardening (retrieval/limits.py): requests per minute per client, for
+    # authentication failures and for heavy endpoints (clips, exports, downloads,
+    # verification), and the largest request body outside package verification.
+    auth_failures_per_minute: int = Field(default=20, ge=1)
+    heavy_requests_per_minute: int = Field(default=30, ge=1)
+    max_request_kb: int = Field(default=256, ge=1)
+
     stack: StackSettings = Field(default_factory=StackSettings)
 
     # --- derived values -------------------------------------------------------

@@ -42,9 +42,12 @@ BEAT_SCHEDULE: Final[dict[str, dict[str, Any]]] = {
     "scrub": {"task": "vigil.retention.scrub", "schedule": 86_400.0},
     # What the object store really enforces (retention/worm.py).
     "worm-probe": {"task": "vigil.retention.worm_probe", "schedule": 86_400.0},
+    # The audit trail's head is signed, so that truncation is provable (vigil/audit.py).
+    "audit-checkpoint": {"task": "vigil.audit.checkpoint", "schedule": 600.0},
 }
 # Modules whose tasks a worker registers at start.
-TASK_MODULES: Final = ["retrieval.tasks", "retention.tasks", "vigil.key_tasks"]
+TASK_MODULES: Final = ["retrieval.tasks", "retention.tasks", "vigil.key_tasks",
+                       "vigil.audit_tasks"]
 
 
 def configure(settings: Settings | None = None) -> Celery:

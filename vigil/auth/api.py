@@ -19,6 +19,7 @@ from vigil.auth import service as auth_service
 from vigil.catalog.models import Principal, RoleName
 from vigil.db import session_factory
 from vigil.errors import Forbidden, Unauthenticated
+from vigil.settings import get_settings
 
 _bearer = HTTPBearer(auto_error=False, description="A Vigil API token (vgl_...)")
 
@@ -43,7 +44,8 @@ def current_principal(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("a bearer token is required (Authorization: Bearer <token>)")
-    principal = auth_service.authenticate(session=session, token=credentials.credentials)
+    principal = auth_service.authenticate_bearer(session=session, token=credentials.credentials,
+                                                 settings=get_settings())
     session.commit()  # last_used_at, if it moved
     return principal
 

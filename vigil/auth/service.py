@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from vigil import audit
 from vigil.catalog.models import ApiToken, Principal, RoleName
 from vigil.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from vigil.settings import Settings
 
 TOKEN_PREFIX: Final = "vgl_"  # noqa: S105 - a public marker, not a secret
 TOKEN_RANDOM_BYTES: Final = 32
@@ -79,6 +80,17 @@ def issue_token(*, session: Session, principal_name: str, role: str, label: str,
                  detail={"principal": principal.name, "role": principal.role,
                          "label": label, "token_prefix": row.display_prefix})
     return IssuedToken(token=token, token_id=row.id, principal_id=principal.id)
+
+
+def authenticate_bearer(*, session: Session, token: str, settings: Settings,
+                        now: datetime | None = None) -> Principal:
+    """The principal of a bearer value: a Vigil token (``vgl_...``) or, when an OIDC
+    issuer is configured, a JWT from it."""
+    if token.startswith(TOKEN_PREFIX) or not settings.oidc_issuer:
+        return authenticate(session=session, token=token, now=now)
+    from vigil.auth import oidc
+
+    return oidc.authenticate(session=session, token=token, settings=settings, now=now)
 
 
 def authenticate(*, session: Session, token: str, now: datetime | None = None) -> Principal:

@@ -134,9 +134,16 @@ class Role(Base):
 
 
 class Principal(Base):
-    """A person or a service account. Scope: a region subtree (NULL = everything)."""
+    """A person or a service account. Scope (vigil/auth/scope.py): a region subtree
+    (NULL = everything), narrowed to an explicit camera set if it has any
+    ``principal_cameras`` rows."""
 
     __tablename__ = "principals"
+    __table_args__ = (
+        UniqueConstraint("oidc_issuer", "oidc_subject"),
+        CheckConstraint("(oidc_issuer IS NULL) = (oidc_subject IS NULL)",
+                        name="oidc_identity_complete"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(unique=True)
@@ -145,6 +152,42 @@ class Principal(Base):
         ForeignKey("regions.id", ondelete="RESTRICT"))
     created_at: Mapped[datetime] = _now()
     disabled_at: Mapped[datetime | None]
+    # Principals that sign in through an OIDC provider (vigil/auth/oidc.py): the
+    # issuer and the token's ``sub``. Role and region follow the token's claims.
+    oidc_issuer: Mapped[str | None]
+    oidc_subject: Mapped[str | None]
+    # Last authenticated request, to tell a login (first use after an idle spell)
+    # from the requests of a session (vigil/auth/service.py).
+    last_seen_at: Mapped[datetime | None]
+
+
+class PrincipalCamera(Base):
+    """A camera in a principal's explicit camera set (partner departments): a principal
+    with any rows here sees only these cameras, and only those in its region subtree."""
+
+    __tablename__ = "principal_cameras"
+
+    principal_id: Mapped[int] = mapped_column(
+        ForeignKey("principals.id", ondelete="CASCADE"), primary_key=True)
+    camera_id: Mapped[int] = mapped_column(
+        ForeignKey("cameras.id", ondelete="CASCADE"), primary_key=True, index=True)
+    added_by: Mapped[int | None] = mapped_column(
+        ForeignKey("principals.id", ondelete="RESTRICT"))
+    added_at: Mapped[datetime] = _now()
+
+
+class RevokedJwt(Base):
+    """An OIDC token revoked before its expiry, by its ``jti``. Kept until ``expires_at``,
+    after which the token is refused for its age anyway."""
+
+    __tablename__ = "revoked_jwts"
+
+    jti: Mapped[str] = mapped_column(primary_key=True)
+    issuer: Mapped[str]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    revoked_at: Mapped[datetime] = _now()
+    revoked_by: Mapped[int | None] = mapped_column(
+        ForeignKey("principals.id", ondelete="RESTRICT"))
 
 
 class ApiToken(Base):
@@ -559,6 +602,38 @@ class RetentionRecord(Base):
 # --- exports -------------------------------------------------------------------------
 
 
+class ApprovalPolicy(Base):
+    """When an export needs a second person's approval before its package is released:
+    for a region subtree (the nearest region up the tree wins) or by default (NULL)."""
+
+    __tablename__ = "approval_policies"
+    __table_args__ = (
+        CheckConstraint("max_duration_s IS NULL OR max_duration_s > 0",
+                        name="max_duration_positive"),
+        Index("uq_approval_policies_region_id", "region_id", unique=True,
+              postgresql_where=text("region_id IS NOT NULL")),
+        Index("uq_approval_policies_default", text("(true)"), unique=True,
+              postgresql_where=text("region_id IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    region_id: Mapped[int | None] = mapped_column(ForeignKey("regions.id", ondelete="CASCADE"))
+    # An export whose footage (summed over its items) is longer needs approval;
+    # NULL: no length needs it.
+    max_duration_s: Mapped[int | None]
+    # An export that includes a camera marked sensitive needs approval.
+    sensitive_cameras: Mapped[bool] = mapped_column(server_default=text("true"))
+    created_by: Mapped[int] = mapped_column(ForeignKey("principals.id", ondelete="RESTRICT"))
+    updated_at: Mapped[datetime] = _now()
+
+
+class ApprovalState(StrEnum):
+    NOT_REQUIRED = "not_required"
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
 class ExportStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -598,6 +673,15 @@ class Export(Base):
     lease_owner: Mapped[str | None]
     lease_expires_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))
+    # Export approval (retrieval/approval.py): decided at request time; the package is
+    # released (downloaded) only when this is not_required or approved.
+    approval: Mapped[ApprovalState] = mapped_column(
+        _enum(ApprovalState, "approval_state"), server_default=ApprovalState.NOT_REQUIRED.value)
+    approval_reason: Mapped[str | None]  # why it needs approval
+    decided_by: Mapped[int | None] = mapped_column(
+        ForeignKey("principals.id", ondelete="RESTRICT"))
+    decided_at: Mapped[datetime | None]
+    decision_note: Mapped[str | None]
 
 
 class ExportItem(Base):
@@ -665,3 +749,24 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, Any]]
     prev_hash: Mapped[bytes]
     event_hash: Mapped[bytes] = mapped_column(unique=True)
+
+
+class AuditCheckpoint(Base):
+    """A signed statement of the audit trail's head (vigil/audit.py): the last event
+    covered, its hash and how many events precede it. A trail that ends before a
+    checkpoint's event, or disagrees with its hash, has been truncated or altered.
+    Append-only."""
+
+    __tablename__ = "audit_checkpoints"
+    __table_args__ = (
+        _sha256_check("event_hash"),
+        CheckConstraint("octet_length(signature) = 64", name="signature_len"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigInteger, index=True)  # audit_events.id
+    event_hash: Mapped[bytes]
+    events: Mapped[int] = mapped_column(BigInteger)
+    signed_at: Mapped[datetime]
+    key_id: Mapped[int] = mapped_column(ForeignKey("keys.id", ondelete="RESTRICT"))
+    signature: Mapped[bytes]

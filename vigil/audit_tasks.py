@@ -1,0 +1,1 @@
+"""Celery tasks of the audit trail (vigil/audit.py)."""
