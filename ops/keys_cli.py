@@ -28,6 +28,7 @@ class Rotatable(StrEnum):
     KEK = "kek"
     CHECKPOINT_SIGNING = "checkpoint_signing"
     PACKAGE_SIGNING = "package_signing"
+    AUDIT_SIGNING = "audit_signing"
 
 
 def _when(at) -> str:  # noqa: ANN001 - datetime | None

@@ -36,7 +36,7 @@ from vigil.catalog.models import (
     KeyState,
 )
 from vigil.chunks import read_plaintext
-from vigil.errors import Conflict, InvalidInput
+from vigil.errors import Conflict
 from vigil.settings import Settings
 from vigil.tasks import celery_app
 
@@ -148,11 +148,13 @@ def test_rotation_makes_the_next_version_active_and_retires_the_old(
         assert material.hex() not in json.dumps(event.detail)
 
 
-def test_purposes_nothing_uses_are_not_rotated(session: Session,
-                                               ring: keys.FileKeyRing) -> None:
-    with pytest.raises(InvalidInput, match="not rotated"):
-        keys.rotate(session=session, provider=ring, purpose=KeyPurpose.AUDIT_SIGNING,
-                    actor="test")
+def test_every_purpose_rotates_and_the_cli_offers_them_all(session: Session,
+                                                           ring: keys.FileKeyRing) -> None:
+    """Audit checkpoints sign with audit_signing (vigil/audit.py): it rotates too."""
+    new = keys.rotate(session=session, provider=ring, purpose=KeyPurpose.AUDIT_SIGNING,
+                      actor="test")
+    assert new.purpose is KeyPurpose.AUDIT_SIGNING and new.public_key is not None
+    assert set(keys.ROTATABLE) == set(KeyPurpose)
     # The CLI offers exactly the purposes the service rotates.
     assert [p.value for p in keys_cli.Rotatable] == [p.value for p in keys.ROTATABLE]
 
@@ -432,7 +434,7 @@ def test_an_admin_rotates_through_the_api(session: Session, client, make_token, 
     event = _last_audit(session, "keys.rotated")
     assert event.actor == "key-admin" and event.principal_id is not None
 
-    for bad in ({"purpose": "audit_signing"}, {"purpose": "nope"},
+    for bad in ({"purpose": "nope"},
                 {"purpose": "kek", "extra": 1}):
         response = client.post("/api/v1/keys/rotate", json=bad,
                                headers=_auth(make_token("admin")))

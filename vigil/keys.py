@@ -35,7 +35,8 @@ KEK_BYTES: Final = 32
 
 # The purposes that ``rotate`` accepts: those something signs or wraps with.
 # (``audit_signing`` is reserved in the schema; nothing uses it yet.)
-ROTATABLE: Final = (KeyPurpose.KEK, KeyPurpose.CHECKPOINT_SIGNING, KeyPurpose.PACKAGE_SIGNING)
+ROTATABLE: Final = (KeyPurpose.KEK, KeyPurpose.CHECKPOINT_SIGNING, KeyPurpose.PACKAGE_SIGNING,
+                     KeyPurpose.AUDIT_SIGNING)
 
 # A retired KEK's material is destroyed no sooner than this after its retirement,
 # even when no data key in the catalog needs it: a recorder seals with the KEK that
