@@ -6,6 +6,7 @@ Service functions take a ``Session`` and only flush; whoever opened the session
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -14,6 +15,18 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from vigil.settings import Settings, get_settings
+
+
+class _NoRowLogs(logging.Filter):
+    """SQLAlchemy logs every fetched row at DEBUG, and rows hold secrets (camera
+    source URLs with credentials): with logging at DEBUG, drop those records.
+    Statements (INFO) are kept; their parameters are hidden (``hide_parameters``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+logging.getLogger("sqlalchemy.engine.Engine").addFilter(_NoRowLogs())
 
 
 def make_engine(settings: Settings, *, pool_size: int = 5) -> Engine:

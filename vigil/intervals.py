@@ -9,8 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
 from vigil.errors import InvalidInput
+
+# The instants ``parse_instant`` accepts: none before the Unix epoch (no camera or
+# server clock reads earlier) and none past year 9000, so that window arithmetic
+# (a day back, a chunk's length back) stays inside ``datetime``'s range.
+MIN_INSTANT: Final = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_INSTANT: Final = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, order=True)
@@ -78,4 +85,12 @@ def parse_instant(text: str) -> datetime:
     if at.tzinfo is None:
         raise InvalidInput(f"{text!r} has no UTC offset; add one, e.g. "
                            f"{text.strip()}Z or {text.strip()}+08:00")
-    return at.astimezone(UTC)
+    try:
+        utc = at.astimezone(UTC)
+        in_range = MIN_INSTANT <= utc < MAX_INSTANT
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before datetime.min in UTC
+        in_range = False
+    if not in_range:
+        raise InvalidInput(f"{text!r} is out of range: times are from "
+                           f"{MIN_INSTANT:%Y-%m-%d} to {MAX_INSTANT:%Y-%m-%d} (UTC)")
+    return utc

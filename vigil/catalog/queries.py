@@ -9,7 +9,7 @@ can overlap the window, however long the camera's history.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session
@@ -19,13 +19,15 @@ from vigil.chain import GENESIS
 from vigil.intervals import Span
 
 _MAX_CHUNK_WALL = timedelta(seconds=MAX_CHUNK_WALL_S)
+# Windows that start within a chunk's length of datetime.min scan from it.
+_SCAN_FLOOR = datetime.min.replace(tzinfo=UTC) + _MAX_CHUNK_WALL
 
 
 def overlapping_stmt(*, camera_id: int, window: Span) -> Select[tuple[Chunk]]:
     return (
         select(Chunk)
         .where(Chunk.camera_id == camera_id,
-               Chunk.start_at > window.start - _MAX_CHUNK_WALL,
+               Chunk.start_at > max(window.start, _SCAN_FLOOR) - _MAX_CHUNK_WALL,
                Chunk.start_at < window.end,
                Chunk.end_at > window.start)
         .order_by(Chunk.start_at)
