@@ -10,7 +10,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ops import audit_cli, evidence_cli, keys_cli, oidc_cli, retention_cli, scrub_cli
+from ops import (
+    access_cli,
+    audit_cli,
+    evidence_cli,
+    keys_cli,
+    oidc_cli,
+    retention_cli,
+    scrub_cli,
+)
 from vigil.errors import VigilError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -132,6 +140,21 @@ def camera_add(
                                           region_code=region, chunk_seconds=chunk_seconds,
                                           actor="cli")
         out.print(f"camera {cam.name} (id {cam.id}) {redact_url(url)}", highlight=False)
+
+
+@camera_app.command("sensitive")
+def camera_sensitive(
+    name: Annotated[str, typer.Argument(help="the camera")],
+    on: Annotated[bool, typer.Option("--on/--off", help="sensitive or not")] = True,
+) -> None:
+    """Mark a camera sensitive: its exports may need a second person's approval."""
+    from recorder import service as recorder_service
+    from vigil.db import session_scope
+
+    with session_scope() as session:
+        cam = recorder_service.set_sensitive(session=session, name=name, sensitive=on,
+                                             actor="cli")
+        out.print(f"camera {cam.name}: {'sensitive' if on else 'not sensitive'}")
 
 
 @camera_app.command("list")
@@ -303,6 +326,7 @@ keys_cli.register(app)
 scrub_cli.register(app)
 audit_cli.register(app)
 oidc_cli.register(app)
+access_cli.register(app)
 
 
 def main() -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from sqlalchemy import select
 
 from recorder import health, service
-from recorder.schemas import CameraHealthOut, CameraIn, CameraOut, RegionHealthOut
+from recorder.schemas import CameraHealthOut, CameraIn, CameraOut, CameraPatch, RegionHealthOut
+from vigil.auth import scope
 from vigil.auth.api import SessionDep, allow
-from vigil.catalog.models import Camera, Principal, RoleName
+from vigil.catalog.models import Camera, Principal, Region, RoleName
 from vigil.redact import redact_url
 
 router = APIRouter(prefix="/api/v1", tags=["cameras"])
@@ -25,8 +27,9 @@ def _out(camera: Camera) -> CameraOut:
 
 @router.get("/cameras", response_model=list[CameraOut])
 def list_cameras(session: SessionDep,
-                 _principal: Annotated[Principal, Depends(_readers)]) -> list[CameraOut]:
-    return [_out(c) for c in service.list_cameras(session=session)]
+                 principal: Annotated[Principal, Depends(_readers)]) -> list[CameraOut]:
+    """The cameras in the caller's scope."""
+    return [_out(c) for c in service.list_cameras(session=session, principal=principal)]
 
 
 @router.post("/cameras", response_model=CameraOut, status_code=201)
@@ -35,7 +38,17 @@ def add_camera(body: CameraIn, session: SessionDep,
     """Register a camera; the recorders pick it up within seconds."""
     camera = service.add_camera(session=session, name=body.name, url=body.url,
                                 region_code=body.region, chunk_seconds=body.chunk_seconds,
-                                actor=principal.name)
+                                actor=principal.name, principal=principal)
+    session.commit()
+    return _out(camera)
+
+
+@router.patch("/cameras/{name}", response_model=CameraOut)
+def update_camera(name: str, body: CameraPatch, session: SessionDep,
+                  principal: Annotated[Principal, Depends(_admins)]) -> CameraOut:
+    """Change what may change of a camera: whether it is sensitive."""
+    camera = service.set_sensitive(session=session, name=name, sensitive=body.sensitive,
+                                   actor=principal.name, principal=principal)
     session.commit()
     return _out(camera)
 
@@ -45,8 +58,14 @@ def add_camera(body: CameraIn, session: SessionDep,
 
 def _health_report(session: SessionDep, principal: Principal, day: str | None, tz: str | None,
                    region: str | None) -> health.HealthReport:
+    reach = scope.scope_of(session, principal)
+    if region is not None:  # a region outside the scope answers as absent, audited
+        found = session.scalars(select(Region).where(Region.code == region)).one_or_none()
+        if found is not None:
+            scope.check_region(session, principal, found, region)
     return health.daily_report(session=session, day=day, tz=tz, region_code=region,
-                               scope_region_id=principal.region_id)
+                               scope_region_id=principal.region_id,
+                               scope_cameras=reach.camera_ids)
 
 
 @router.get("/health/cameras", response_model=list[CameraHealthOut], tags=["health"])

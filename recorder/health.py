@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
@@ -495,12 +495,14 @@ def load_camera_days(*, session: Session, window: Span, now: datetime,
 
 def daily_report(*, session: Session, day: str | None = None, tz: str | None = None,
                  region_code: str | None = None, scope_region_id: int | None = None,
+                 scope_cameras: Collection[int] | None = None,
                  now: datetime | None = None) -> HealthReport:
     """The day's health report: per camera and per region (subtrees), plus overall.
 
     ``day`` is ``YYYY-MM-DD`` (default: today in ``tz``), ``tz`` an IANA zone name
     (default UTC), ``region_code`` limits the report to a region's subtree, and
-    ``scope_region_id`` is the caller's scope (``Principal.region_id``). Reads only.
+    ``scope_region_id`` is the caller's scope (``Principal.region_id``), narrowed to
+    ``scope_cameras`` when the caller is bound to a camera set. Reads only.
     Raises ``InvalidInput`` for a bad day or zone, ``NotFound`` for an unknown region.
     """
     now = now or datetime.now(UTC)
@@ -511,7 +513,8 @@ def daily_report(*, session: Session, day: str | None = None, tz: str | None = N
     path = resolve_scope(session=session, region_code=region_code,
                          scope_region_id=scope_region_id)
     cameras = [camera_health(camera=c, window=window, hours=hours, now=now)
-               for c in load_camera_days(session=session, window=window, now=now, path=path)]
+               for c in load_camera_days(session=session, window=window, now=now, path=path)
+               if scope_cameras is None or c.camera_id in scope_cameras]
     groups = region_health(cameras=cameras, regions=load_regions(session=session, path=path))
     return HealthReport(day=the_day, zone=zone.key, window=window, as_of=now,
                         cameras=cameras, groups=groups)

@@ -33,6 +33,13 @@ class CameraIn(BaseModel):
     chunk_seconds: int = Field(default=60, ge=2, le=300)
 
 
+class CameraPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Exports of a sensitive camera may need a second person's approval.
+    sensitive: bool
+
+
 class CameraHealthOut(BaseModel):
     """One camera's recording health for a day (recorder.health)."""
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from recorder.spool import ActiveChunk, PendingChunk, PendingGap
 from vigil import audit, chain, chunks, crypto, keys
+from vigil.auth import scope
 from vigil.catalog.models import (
     MAX_CHUNK_WALL_S,
     Camera,
@@ -29,10 +30,11 @@ from vigil.catalog.models import (
     DataKey,
     GapCause,
     KeyPurpose,
+    Principal,
     RecordingGap,
     Region,
 )
-from vigil.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from vigil.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound
 from vigil.redact import redact_url
 
 log = logging.getLogger("vigil.recorder")
@@ -62,19 +64,30 @@ def dt_to_us(at: datetime) -> int:
 # --- cameras -------------------------------------------------------------------------
 
 
-def list_cameras(*, session: Session) -> Sequence[Camera]:
-    return session.scalars(select(Camera).order_by(Camera.name)).all()
+def list_cameras(*, session: Session, principal: Principal | None = None) -> Sequence[Camera]:
+    """Every camera, or those in ``principal``'s scope."""
+    stmt = select(Camera).order_by(Camera.name)
+    if principal is not None:
+        stmt = stmt.where(scope.scope_of(session, principal).camera_clause())
+    return session.scalars(stmt).all()
 
 
-def get_camera(*, session: Session, name: str) -> Camera:
+def get_camera(*, session: Session, name: str, principal: Principal | None = None) -> Camera:
+    """The camera called ``name``; with ``principal``, only if it lies in its scope
+    (``scope.OutOfScope``, answered as absent, otherwise)."""
     camera = session.scalars(select(Camera).where(Camera.name == name)).one_or_none()
     if camera is None:
         raise NotFound(f"camera {name!r} does not exist")
+    if principal is not None:
+        scope.check_camera(session, principal, camera)
     return camera
 
 
 def add_camera(*, session: Session, name: str, url: str, actor: str,
-               region_code: str | None = None, chunk_seconds: int = 60) -> Camera:
+               region_code: str | None = None, chunk_seconds: int = 60,
+               principal: Principal | None = None) -> Camera:
+    """Register a camera (audited). With ``principal``, its region must lie in the
+    principal's region subtree; a principal bound to a camera set registers none."""
     name = name.strip()
     if not name:
         raise InvalidInput("a camera needs a name")
@@ -85,6 +98,9 @@ def add_camera(*, session: Session, name: str, url: str, actor: str,
     if scheme not in SUPPORTED_SCHEMES and not url.startswith("/"):
         raise InvalidInput(f"unsupported source {redact_url(url)!r}; use one of "
                            f"{', '.join(SUPPORTED_SCHEMES)} or a file path")
+    reach = None if principal is None else scope.scope_of(session, principal)
+    if reach is not None and reach.camera_ids is not None:
+        raise Forbidden("a principal bound to a camera set cannot register cameras")
     if session.scalars(select(Camera.id).where(Camera.name == name)).first() is not None:
         raise Conflict(f"camera {name!r} already exists")
     region_id = None
@@ -92,7 +108,11 @@ def add_camera(*, session: Session, name: str, url: str, actor: str,
         region = session.scalars(select(Region).where(Region.code == region_code)).first()
         if region is None:
             raise NotFound(f"region {region_code!r} does not exist")
+        if principal is not None:
+            scope.check_region(session, principal, region, region_code)
         region_id = region.id
+    elif reach is not None and reach.region_path is not None:
+        raise InvalidInput("name the camera's region: it must lie within your region")
     camera = Camera(name=name, source_url=url, region_id=region_id,
                     chunk_target_s=chunk_seconds)
     session.add(camera)
@@ -101,6 +121,26 @@ def add_camera(*, session: Session, name: str, url: str, actor: str,
                  target_id=str(camera.id),
                  detail={"name": name, "url": redact_url(url), "chunk_seconds": chunk_seconds,
                          "region": region_code})
+    return camera
+
+
+def set_sensitive(*, session: Session, name: str, sensitive: bool, actor: str,
+                  principal: Principal | None = None) -> Camera:
+    """Mark a camera sensitive (its exports may need approval, retrieval/approval.py) or
+    not; audited."""
+    camera = get_camera(session=session, name=name, principal=principal)
+    before = camera.sensitive
+    if before and not sensitive and principal is not None and not scope.above(
+            session, principal, camera):
+        # Otherwise the region's own admin could lift the approval its exports need.
+        raise Forbidden(f"camera {camera.name!r} is sensitive; only a principal above its "
+                        "region may clear that")
+    camera.sensitive = sensitive
+    session.flush()
+    audit.record(session=session, actor=actor,
+                 principal_id=None if principal is None else principal.id,
+                 action="camera.update", target_type="camera", target_id=str(camera.id),
+                 detail={"name": camera.name, "sensitive": sensitive, "before": before})
     return camera
 
 

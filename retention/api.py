@@ -39,15 +39,16 @@ def _scope(body: ScopeIn) -> service.Scope:
     return service.Scope(camera=body.camera, region=body.region)
 
 
-def _rules(session: SessionDep) -> list[RuleOut]:
+def _rules(session: SessionDep, principal: Principal) -> list[RuleOut]:
     return [RuleOut(scope=r.scope, keep_days=r.keep_days, updated_at=r.updated_at)
-            for r in service.list_rules(session=session)]
+            for r in service.list_rules(session=session, principal=principal)]
 
 
 @router.get("/retention/rules", response_model=list[RuleOut])
 def list_rules(session: SessionDep,
-               _principal: Annotated[Principal, Depends(_overseers)]) -> list[RuleOut]:
-    return _rules(session)
+               principal: Annotated[Principal, Depends(_overseers)]) -> list[RuleOut]:
+    """The rules that can govern the caller's cameras."""
+    return _rules(session, principal)
 
 
 @router.put("/retention/rules", response_model=list[RuleOut])
@@ -57,7 +58,7 @@ def set_rule(body: RuleIn, session: SessionDep,
     service.set_rule(session=session, scope=_scope(body), keep_days=body.keep_days,
                      floor_days=get_settings().retention_floor_days, principal=principal)
     session.commit()
-    return _rules(session)
+    return _rules(session, principal)
 
 
 @router.post("/retention/rules/remove", response_model=list[RuleOut])
@@ -65,17 +66,17 @@ def remove_rule(body: ScopeIn, session: SessionDep,
                 principal: Annotated[Principal, Depends(_admins)]) -> list[RuleOut]:
     service.remove_rule(session=session, scope=_scope(body), principal=principal)
     session.commit()
-    return _rules(session)
+    return _rules(session, principal)
 
 
 @router.get("/retention/preview", response_model=list[PreviewOut])
-def preview(session: SessionDep, _principal: Annotated[Principal, Depends(_overseers)],
+def preview(session: SessionDep, principal: Annotated[Principal, Depends(_overseers)],
             camera: Annotated[str | None, Query()] = None) -> list[PreviewOut]:
     """What the next sweep deletes, per camera; nothing is deleted."""
     return [PreviewOut(camera=r.camera, rule=r.rule, keep_days=r.keep_days, chunks=r.chunks,
                        bytes=r.stored_bytes, start=r.start_at, end=r.end_at,
                        held_chunks=r.held_chunks)
-            for r in service.preview(session=session, camera=camera,
+            for r in service.preview(session=session, camera=camera, principal=principal,
                                      floor_days=get_settings().retention_floor_days)]
 
 
@@ -91,11 +92,12 @@ def list_holds(session: SessionDep, principal: Annotated[Principal, Depends(_rea
                case: Annotated[str | None, Query()] = None,
                camera: Annotated[str | None, Query()] = None,
                released: Annotated[bool, Query()] = False) -> list[HoldOut]:
-    """Holds; an investigator sees those of the cases they are a member of."""
+    """Holds on the cameras of the caller's scope; an investigator sees those of the
+    cases they are a member of."""
     member = principal.id if principal.role == RoleName.INVESTIGATOR else None
     return [_hold_out(h) for h in service.list_holds(
         session=session, case=case, camera=camera, include_released=released,
-        member_id=member)]
+        member_id=member, principal=principal)]
 
 
 @router.post("/cases/{reference}/holds", response_model=HoldOut, status_code=201)
@@ -105,7 +107,8 @@ def place_hold(reference: str, body: HoldIn, session: SessionDep,
     members): kept whatever the rules say until an admin releases it."""
     case = cases.acting_case(session=session, reference=reference, principal=principal)
     hold = service.place_hold(session=session, case=case,
-                              camera=get_camera(session=session, name=body.camera),
+                              camera=get_camera(session=session, name=body.camera,
+                                                principal=principal),
                               start_at=body.start, end_at=body.end, reason=body.reason,
                               principal=principal)
     hold_id = hold.id

@@ -14,14 +14,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from recorder.service import get_camera
 from retention.policy import Rule, RuleSet, check_keep_days, governing
 from retrieval import cases
 from vigil import audit
+from vigil.auth import scope as reach
 from vigil.catalog.models import Camera, Case, CaseStatus, Hold, Principal, Region, RetentionRule
 from vigil.errors import Conflict, InvalidInput, NotFound
 
@@ -68,17 +70,24 @@ class Scope:
             raise InvalidInput("a rule is for a camera or for a region, not both")
 
 
-def _resolve(session: Session, scope: Scope) -> tuple[int | None, int | None, str]:
+def _resolve(session: Session, scope: Scope,
+             principal: Principal) -> tuple[int | None, int | None, str]:
+    """The rule's target, which must lie in the principal's reach (the default rule is
+    system-wide)."""
     if scope.camera is not None:
         camera = session.scalars(select(Camera).where(Camera.name == scope.camera)).first()
         if camera is None:
             raise NotFound(f"camera {scope.camera!r} does not exist")
+        reach.check_camera(session, principal, camera)
         return camera.id, None, f"camera {camera.name}"
     if scope.region is not None:
         region = session.scalars(select(Region).where(Region.code == scope.region)).first()
         if region is None:
             raise NotFound(f"region {scope.region!r} does not exist")
+        reach.check_region(session, principal, region, scope.region)
+        reach.require_region_authority(session, principal, "retention rules")
         return None, region.id, f"region {region.code}"
+    reach.require_whole(session, principal, "the default retention rule")
     return None, None, "default"
 
 
@@ -95,7 +104,7 @@ def set_rule(*, session: Session, scope: Scope, keep_days: int, floor_days: int,
              principal: Principal) -> RetentionRule:
     """Create or change the rule of ``scope``; audited."""
     check_keep_days(keep_days, floor_days=floor_days)
-    camera_id, region_id, label = _resolve(session, scope)
+    camera_id, region_id, label = _resolve(session, scope, principal)
     row = _rule_row(session, camera_id, region_id)
     before = None if row is None else row.keep_days
     if row is None:
@@ -113,7 +122,7 @@ def set_rule(*, session: Session, scope: Scope, keep_days: int, floor_days: int,
 
 
 def remove_rule(*, session: Session, scope: Scope, principal: Principal) -> None:
-    camera_id, region_id, label = _resolve(session, scope)
+    camera_id, region_id, label = _resolve(session, scope, principal)
     row = _rule_row(session, camera_id, region_id)
     if row is None:
         raise NotFound(f"there is no retention rule for {label}")
@@ -131,16 +140,29 @@ class RuleView:
     updated_at: datetime
 
 
-def list_rules(*, session: Session) -> list[RuleView]:
+def list_rules(*, session: Session, principal: Principal | None = None) -> list[RuleView]:
+    """Every rule; with ``principal``, those that can govern its cameras: the default,
+    the rules of regions above and within its subtree, and of its cameras."""
     rows = session.execute(text("""
-        SELECT r.keep_days, r.updated_at, c.name AS camera, g.code AS region
+        SELECT r.keep_days, r.updated_at, c.name AS camera, r.camera_id, g.code AS region,
+               g.path
           FROM retention_rules r
           LEFT JOIN cameras c ON c.id = r.camera_id
           LEFT JOIN regions g ON g.id = r.region_id
          ORDER BY (r.camera_id IS NULL AND r.region_id IS NULL) DESC, g.code, c.name""")).all()
+    visible = None if principal is None else reach.visible_camera_ids(session, principal)
+    area = None if principal is None else reach.scope_of(session, principal).region_path
+
+    def shown(r: Any) -> bool:
+        if r.camera_id is not None:
+            return visible is None or r.camera_id in visible
+        if r.path is not None and area is not None:
+            return r.path.startswith(area) or area.startswith(r.path)
+        return True
     return [RuleView(scope=f"camera {r.camera}" if r.camera else
                      f"region {r.region}" if r.region else "default",
-                     keep_days=r.keep_days, updated_at=r.updated_at) for r in rows]
+                     keep_days=r.keep_days, updated_at=r.updated_at)
+            for r in rows if shown(r)]
 
 
 def load_rules(session: Session) -> RuleSet:
@@ -168,8 +190,9 @@ class Governed:
     rule: Rule | None
 
 
-def governed_cameras(session: Session, *, camera: str | None = None) -> list[Governed]:
-    """Every camera (or one) with the rule that governs it."""
+def governed_cameras(session: Session, *, camera: str | None = None,
+                     camera_ids: frozenset[int] | None = None) -> list[Governed]:
+    """Every camera (or one, or those of ``camera_ids``) with the rule that governs it."""
     rules = load_rules(session)
     query = """SELECT c.id, c.name, g.path FROM cameras c
                  LEFT JOIN regions g ON g.id = c.region_id"""
@@ -182,7 +205,8 @@ def governed_cameras(session: Session, *, camera: str | None = None) -> list[Gov
     if camera is not None and not rows:
         raise NotFound(f"camera {camera!r} does not exist")
     return [Governed(camera_id=r.id, camera=r.name,
-                     rule=governing(rules, camera_id=r.id, region_path=r.path)) for r in rows]
+                     rule=governing(rules, camera_id=r.id, region_path=r.path))
+            for r in rows if camera_ids is None or r.id in camera_ids]
 
 
 # --- preview -------------------------------------------------------------------------
@@ -200,12 +224,18 @@ class PreviewRow:
     held_chunks: int  # expired by age, kept by a hold
 
 
-def preview(*, session: Session, camera: str | None = None,
-            floor_days: int = 0) -> list[PreviewRow]:
-    """Per camera, what the next sweep deletes (and what holds keep), with the rule's
-    days raised to the floor as the sweep raises them."""
+def preview(*, session: Session, camera: str | None = None, floor_days: int = 0,
+            principal: Principal | None = None) -> list[PreviewRow]:
+    """Per camera (of ``principal``'s scope, if given), what the next sweep deletes (and
+    what holds keep), with the rule's days raised to the floor as the sweep raises
+    them."""
+    visible = None
+    if principal is not None:
+        if camera is not None:
+            get_camera(session=session, name=camera, principal=principal)
+        visible = reach.visible_camera_ids(session, principal)
     out: list[PreviewRow] = []
-    for g in governed_cameras(session, camera=camera):
+    for g in governed_cameras(session, camera=camera, camera_ids=visible):
         if g.rule is None:
             out.append(PreviewRow(camera=g.camera, rule=None, keep_days=None, chunks=0,
                                   stored_bytes=0, start_at=None, end_at=None, held_chunks=0))
@@ -285,6 +315,9 @@ def release_hold(*, session: Session, hold_id: int, reason: str,
     hold = session.get(Hold, hold_id, with_for_update=True)
     if hold is None:
         raise NotFound(f"hold {hold_id} does not exist")
+    if principal is not None and not _may_see_hold(session, hold, principal):
+        raise reach.OutOfScope(f"hold {hold_id} does not exist", principal=principal,
+                               target_type="hold", target_id=str(hold_id))
     if hold.released_at is not None:
         raise Conflict(f"hold {hold_id} was already released at {hold.released_at}")
     hold.released_at = text("now()")  # type: ignore[assignment]
@@ -303,6 +336,16 @@ def release_hold(*, session: Session, hold_id: int, reason: str,
         cases.append_custody(session=session, case=case, action="hold_released",
                              principal=principal, detail={"hold": hold.id, "reason": reason})
     return hold
+
+
+def _may_see_hold(session: Session, hold: Hold, principal: Principal) -> bool:
+    """A hold is seen by who sees both its camera and its case."""
+    visible = reach.visible_camera_ids(session, principal)
+    if visible is not None and hold.camera_id not in visible:
+        return False
+    case = session.get(Case, hold.case_id)
+    assert case is not None  # FK
+    return cases.may_see(session=session, case=case, principal=principal)
 
 
 def release_export_holds(*, session: Session, case: Case) -> list[Hold]:
@@ -330,9 +373,12 @@ class HoldView:
 
 def list_holds(*, session: Session, case: str | None = None, camera: str | None = None,
                include_released: bool = False, member_id: int | None = None,
-               hold_id: int | None = None) -> list[HoldView]:
+               hold_id: int | None = None,
+               principal: Principal | None = None) -> list[HoldView]:
     """Holds, filtered; with ``member_id``, only those of cases that principal is a
-    member of (what an investigator may see)."""
+    member of (what an investigator may see); with ``principal``, only those whose
+    camera and case lie in its scope."""
+    camera_ids = None if principal is None else reach.visible_camera_ids(session, principal)
     query = """SELECT h.id, k.reference AS case, c.name AS camera, h.start_at, h.end_at,
                       h.reason, h.export_id, h.created_at, h.released_at, h.release_reason
                  FROM holds h JOIN cases k ON k.id = h.case_id
@@ -349,11 +395,19 @@ def list_holds(*, session: Session, case: str | None = None, camera: str | None 
         params["hold"] = hold_id
     if not include_released:
         query += " AND h.released_at IS NULL"
+    if camera_ids is not None:
+        query += " AND h.camera_id = ANY(:cameras)"
+        params["cameras"] = sorted(camera_ids)
     if member_id is not None:
         query += """ AND EXISTS (SELECT 1 FROM case_members m
                                   WHERE m.case_id = h.case_id AND m.principal_id = :member)"""
         params["member"] = member_id
     rows = session.execute(text(query + " ORDER BY h.id"), params).all()
+    if principal is not None and rows:
+        seen = {c.reference: cases.may_see(session=session, case=c, principal=principal)
+                for c in session.scalars(select(Case).where(
+                    Case.reference.in_({r.case for r in rows})))}
+        rows = [r for r in rows if seen[r.case]]
     return [HoldView(**r._asdict()) for r in rows]
 
 

@@ -5,9 +5,11 @@ transaction as the action itself, so that the record and the state never disagre
 Appends to one case are serialised by a row lock on the case, so each case's chain
 has exactly one head. Actions are audited as well (the system-wide trail).
 
-Who sees what (until issue 6 brings tiered access): admins and auditors see every
-case; an investigator sees and acts on the cases they are a member of. The creator
-of a case is its first member.
+Who sees what: admins and auditors see the cases of their scope (a case belongs to
+the region of the person who opened it; vigil/auth/scope.py); an investigator sees
+and acts on the cases of their scope they are a member of; a principal bound to a
+camera set sees only cases it is a member of. The creator of a case is its first
+member.
 """
 
 from __future__ import annotations
@@ -24,7 +26,18 @@ from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
 from vigil import audit, custody
-from vigil.catalog.models import Case, CaseMember, CaseStatus, Principal, RoleName
+from vigil.auth import scope
+from vigil.catalog.models import (
+    Camera,
+    Case,
+    CaseMember,
+    CaseStatus,
+    Export,
+    ExportItem,
+    Hold,
+    Principal,
+    RoleName,
+)
 from vigil.catalog.models import CustodyEvent as CustodyRow
 from vigil.chunks import to_us
 from vigil.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -85,6 +98,34 @@ def custody_log(*, session: Session, case: Case, through_seq: int | None = None
     return [(event_of(case, row), row.event_hash) for row in session.scalars(stmt)]
 
 
+REDACTED: Final = {"redacted": "this event concerns cameras outside your scope"}
+
+
+def visible_details(*, session: Session, case: Case, principal: Principal,
+                    log: Sequence[tuple[custody.CustodyEvent, bytes]]) -> list[dict[str, Any]]:
+    """Each event's detail as ``principal`` may read it: events about cameras outside
+    its scope (holds, exports and their items) are redacted to ``REDACTED``. The
+    events, their hashes and the chain's verification are unchanged."""
+    visible = scope.visible_camera_ids(session, principal)
+    if visible is None:
+        return [dict(e.detail) for e, _ in log]
+    hidden_exports = {str(export_id) for export_id, camera_id in session.execute(
+        select(ExportItem.export_id, ExportItem.camera_id).join(
+            Export, Export.id == ExportItem.export_id).where(Export.case_id == case.id))
+        if camera_id not in visible}
+    hidden_holds = set(session.scalars(select(Hold.id).where(
+        Hold.case_id == case.id, Hold.camera_id.not_in(visible))))
+    names = set(session.scalars(select(Camera.name).where(Camera.id.in_(visible))))
+
+    def hidden(event: custody.CustodyEvent) -> bool:
+        detail = event.detail
+        cameras = [detail.get("camera")] + [i.get("camera") for i in detail.get("items", [])
+                                            if isinstance(i, dict)]
+        return (event.export_id in hidden_exports or detail.get("hold") in hidden_holds
+                or any(c is not None and c not in names for c in cameras))
+    return [dict(REDACTED) if hidden(e) else dict(e.detail) for e, _ in log]
+
+
 # --- cases -----------------------------------------------------------------------------
 
 
@@ -130,18 +171,27 @@ def is_member(*, session: Session, case: Case, principal: Principal) -> bool:
     return session.get(CaseMember, (case.id, principal.id)) is not None
 
 
-def _may_see(session: Session, case: Case, principal: Principal) -> bool:
+def may_see(*, session: Session, case: Case, principal: Principal) -> bool:
+    """Admins and auditors see the cases of their scope; investigators the cases of
+    their scope they are members of (vigil/auth/scope.py)."""
+    member = is_member(session=session, case=case, principal=principal)
     role = RoleName(principal.role)
-    return role in (RoleName.ADMIN, RoleName.AUDITOR) or is_member(
-        session=session, case=case, principal=principal)
+    if role not in (RoleName.ADMIN, RoleName.AUDITOR) and not member:
+        return False
+    return scope.scope_of(session, principal).covers_case(
+        region_path=scope.region_path_of(session, case.region_id), member=member)
 
 
 def get_case(*, session: Session, reference: str, principal: Principal) -> Case:
     """The case, if ``principal`` may see it; NotFound otherwise (never 'exists but
-    forbidden': case references are not to be probed)."""
+    forbidden': case references are not to be probed). A case that exists but is not
+    the principal's to see is ``OutOfScope``: the same answer, audited."""
     case = session.scalars(select(Case).where(Case.reference == reference)).one_or_none()
-    if case is None or not _may_see(session, case, principal):
+    if case is None:
         raise NotFound(f"case {reference!r} does not exist")
+    if not may_see(session=session, case=case, principal=principal):
+        raise scope.OutOfScope(f"case {reference!r} does not exist", principal=principal,
+                               target_type="case", target_id=reference)
     return case
 
 
@@ -161,8 +211,12 @@ def acting_case(*, session: Session, reference: str, principal: Principal) -> Ca
 
 
 def list_cases(*, session: Session, principal: Principal) -> Sequence[Case]:
-    stmt = select(Case).order_by(Case.created_at.desc(), Case.id.desc())
-    if RoleName(principal.role) not in (RoleName.ADMIN, RoleName.AUDITOR):
+    """The cases ``principal`` may see (``may_see``), newest first."""
+    reach = scope.scope_of(session, principal)
+    stmt = (select(Case).where(reach.region_clause(Case.region_id))
+            .order_by(Case.created_at.desc(), Case.id.desc()))
+    if (RoleName(principal.role) not in (RoleName.ADMIN, RoleName.AUDITOR)
+            or reach.camera_ids is not None):
         stmt = stmt.join(CaseMember, CaseMember.case_id == Case.id).where(
             CaseMember.principal_id == principal.id)
     return session.scalars(stmt).all()
@@ -200,6 +254,10 @@ def add_member(*, session: Session, reference: str, principal: Principal,
                            "investigators or admins")
     if is_member(session=session, case=case, principal=member):
         raise Conflict(f"{member_name!r} is already a member of case {reference!r}")
+    if not scope.scope_of(session, member).covers_case(
+            region_path=scope.region_path_of(session, case.region_id), member=True):
+        raise InvalidInput(f"case {reference!r} lies outside {member_name!r}'s region; "
+                           "members must be able to see the case")
     session.add(CaseMember(case_id=case.id, principal_id=member.id, added_by=principal.id))
     append_custody(session=session, case=case, action="member_added", principal=principal,
                    detail={"member": member.name, "role": member.role})

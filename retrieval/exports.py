@@ -51,9 +51,10 @@ from sqlalchemy.orm import Session
 
 from recorder.service import get_camera, sign_checkpoints
 from retention import service as retention_service
-from retrieval import cases
+from retrieval import approval, cases
 from retrieval.timeline import timeline
 from vigil import audit, chain, crypto, keys
+from vigil.auth.scope import OutOfScope
 from vigil.catalog.models import (
     Camera,
     Case,
@@ -140,7 +141,7 @@ def request_export(*, session: Session, reference: str, items: Sequence[ItemRequ
                                f"{MAX_ITEM_SPAN.total_seconds() / 3600:g} h")
         if item.end_at > now:
             raise InvalidInput(f"camera {item.camera!r}: the range ends in the future")
-        camera = get_camera(session=session, name=item.camera)
+        camera = get_camera(session=session, name=item.camera, principal=principal)
         if any(c.id == camera.id for c, _ in rows):
             raise InvalidInput(f"camera {item.camera!r} appears twice: one range per camera "
                                "(export other ranges separately)")
@@ -163,6 +164,8 @@ def request_export(*, session: Session, reference: str, items: Sequence[ItemRequ
     for camera, item in rows:
         session.add(ExportItem(export_id=export.id, camera_id=camera.id,
                                start_at=item.start_at, end_at=item.end_at))
+    needs_approval = approval.decide_at_request(
+        session=session, export=export, items=[(c, i.end_at - i.start_at) for c, i in rows])
     # The exported footage outlives its retention rule while the case is open. Camera
     # locks are taken in id order, so that two exports cannot wait on each other.
     for camera, item in sorted(rows, key=lambda row: row[0].id):
@@ -172,7 +175,8 @@ def request_export(*, session: Session, reference: str, items: Sequence[ItemRequ
                                      export_id=export.id)
     detail = {"purpose": purpose, "recipient": recipient,
               "items": [{"camera": c.name, "from_us": to_us(i.start_at),
-                         "to_us": to_us(i.end_at)} for c, i in rows]}
+                         "to_us": to_us(i.end_at)} for c, i in rows],
+              "approval": export.approval.value, "approval_needed_because": needs_approval}
     cases.append_custody(session=session, case=case, action="export_requested",
                          principal=principal, export_id=export.id, detail=detail)
     audit.record(session=session, actor=principal.name, principal_id=principal.id,
@@ -194,10 +198,10 @@ def get_export(*, session: Session, export_id: str | uuid.UUID,
         raise NotFound(f"export {export_id} does not exist")
     case = session.get(Case, export.case_id)
     assert case is not None  # FK
-    try:
-        cases.get_case(session=session, reference=case.reference, principal=principal)
-    except NotFound:
-        raise NotFound(f"export {export_id} does not exist") from None
+    if not (cases.may_see(session=session, case=case, principal=principal)
+            and approval.covers_export(session=session, principal=principal, export=export)):
+        raise OutOfScope(f"export {export_id} does not exist", principal=principal,
+                         target_type="export", target_id=str(export.id))
     return export, case
 
 
@@ -751,6 +755,7 @@ def download_package(*, session: Session, settings: Settings, export: Export, ca
         raise NotFound(f"export {export.id} does not exist")
     if export.status != ExportStatus.SUCCEEDED or export.package_key is None:
         raise Conflict(f"export {export.id} is {export.status.value}, not ready to download")
+    approval.check_released(export)
     assert export.package_sha256 is not None and export.package_data_key_id is not None
     provider = keys.file_key_ring(settings.home_dir)
     data_key = keys.unwrap_data_key(session=session, provider=provider,

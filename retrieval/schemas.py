@@ -108,6 +108,33 @@ class ExportOut(BaseModel):
     package_bytes: int | None
     created_at: datetime
     finished_at: datetime | None
+    # not_required, pending (the package waits for a second person), approved, rejected
+    approval: str
+    approval_reason: str | None
+    decision_note: str | None
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(min_length=1, max_length=1000)
+
+
+class PolicyIn(BaseModel):
+    """An export approval policy: for a region (by code) or, without one, the default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    region: str | None = Field(default=None, max_length=64)
+    max_duration_s: int | None = Field(default=None, gt=0, le=10 * 86400)
+    sensitive_cameras: bool = True
+
+
+class PolicyOut(BaseModel):
+    scope: str
+    max_duration_s: int | None
+    sensitive_cameras: bool
+    updated_at: datetime
 
 
 class SpanOut(BaseModel):

@@ -108,10 +108,13 @@ def client(session: Session, engine: Engine) -> Iterator[object]:
     from fastapi.testclient import TestClient
 
     from retrieval.app import create_app
-    from vigil.auth.api import get_session
+    from vigil.auth.api import get_session, serve_request
+
+    def test_session() -> Iterator[Session]:
+        yield from serve_request(session)
 
     app = create_app()
-    app.dependency_overrides[get_session] = lambda: session
+    app.dependency_overrides[get_session] = test_session
     with TestClient(app, base_url="http://127.0.0.1") as c:
         yield c
 

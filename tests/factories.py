@@ -9,7 +9,16 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from vigil.catalog.models import Camera, Chunk, ClockSource, DataKey, Key, KeyPurpose
+from vigil.catalog.models import (
+    Camera,
+    Chunk,
+    ClockSource,
+    DataKey,
+    Key,
+    KeyPurpose,
+    Region,
+    RegionLevel,
+)
 
 _counter = itertools.count()
 
@@ -50,5 +59,21 @@ def chunk(session: Session, *, cam: Camera, key: Key, seq: int, start_at: dateti
     fields.update(overrides)
     row = Chunk(**fields)
     session.add(row)
+    session.flush()
+    return row
+
+
+def region(session: Session, *, parent: Region | None = None, **overrides: object) -> Region:
+    """A region under ``parent`` (or a province), its materialised path filled in."""
+    n = next(_counter)
+    fields: dict[str, object] = {
+        "code": f"R{n}{os.urandom(3).hex()}", "name": f"region {n}", "parent_id":
+        None if parent is None else parent.id,
+        "level": RegionLevel.PROVINCE if parent is None else RegionLevel.CITY, "path": ""}
+    fields.update(overrides)
+    row = Region(**fields)
+    session.add(row)
+    session.flush()
+    row.path = f"{'' if parent is None else parent.path}{row.id}/"
     session.flush()
     return row

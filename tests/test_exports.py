@@ -24,13 +24,22 @@ import pytest
 from sqlalchemy import select
 
 from recorder import importer, service
-from retrieval import cases, exports, verify
+from retrieval import approval, cases, exports, verify
 from tests.media import encode
 from tests.support import VIGIL
 from vigil import custody
 from vigil.auth import service as auth_service
-from vigil.catalog.models import AuditEvent, Chunk, Export, ExportStatus, Principal
+from vigil.catalog.models import (
+    ApprovalState,
+    AuditEvent,
+    Case,
+    Chunk,
+    Export,
+    ExportStatus,
+    Principal,
+)
 from vigil.db import session_scope
+from vigil.errors import Conflict
 from vigil.objectstore import get_object_store
 from vigil.settings import Settings
 
@@ -185,6 +194,45 @@ def test_an_export_across_chunks_and_a_gap_builds_a_package_that_verifies(
         lines = z.read(next(n for n in names if n.endswith("/custody.jsonl"))).decode()
     assert [json.loads(line)["action"] for line in lines.splitlines()] == [
         "case_opened", "export_requested", "export_packaged"]
+
+
+def test_a_sensitive_cameras_package_is_built_but_released_only_once_approved(
+        settings: Settings, footage: Footage, tmp_path: Path) -> None:
+    """docs/design/access.md A6: the download waits for a second person."""
+    investigator, _ = _investigator()
+    reference = _case(investigator)
+    with session_scope() as session:
+        service.set_sensitive(session=session, name=footage.camera, sensitive=True,
+                              actor="test")
+    try:
+        export_id = _request(reference, investigator, [exports.ItemRequest(
+            footage.camera, footage.first[0], footage.first[0] + timedelta(seconds=4))])
+    finally:
+        with session_scope() as session:
+            service.set_sensitive(session=session, name=footage.camera, sensitive=False,
+                                  actor="test")
+    row = _export_row(export_id)
+    assert row.approval == ApprovalState.PENDING
+    assert row.approval_reason is not None and "sensitive" in row.approval_reason
+    assert exports.run_export(settings=settings, export_id=export_id, owner="t") == "succeeded"
+    with pytest.raises(Conflict, match="awaits a second person's approval"):
+        _download(settings, export_id, investigator, tmp_path / "early.zip")
+    assert not (tmp_path / "early.zip").exists()
+    approver, _ = _investigator(f"boss-{uuid.uuid4().hex[:6]}")
+    with session_scope() as session:
+        boss = session.merge(_principal(approver))
+        boss.role = "admin"
+        export, case = exports.get_export(session=session, export_id=export_id, principal=boss)
+        approval.decide(session=session, export=export, case=case, principal=boss,
+                        approve=True, note="proportionate to the offence")
+    package = _download(settings, export_id, investigator, tmp_path / "p.zip")
+    assert hashlib.sha256(package.read_bytes()).digest() == _export_row(export_id).package_sha256
+    # The package's own custody record was sealed before the approval; the case's
+    # record carries it.
+    with session_scope() as session:
+        case = session.scalars(select(Case).where(Case.reference == reference)).one()
+        actions = [e.action for e, _ in cases.custody_log(session=session, case=case)]
+    assert actions.index("export_approved") < actions.index("package_downloaded")
 
 
 def test_a_tampered_chunk_fails_the_export_with_a_named_error_and_an_audit_event(

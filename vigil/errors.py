@@ -28,8 +28,19 @@ class StackError(VigilError):
 
 
 class Unauthenticated(VigilError):
+    """No principal for the request. ``known_credential``: the value was recognised as
+    a credential that Vigil or its issuer really made (a Vigil token whose hash is
+    stored; a JWT whose signature verified) and was refused for its age, revocation or
+    a disabled principal: a stale credential, not a guess, so the failure rate limit
+    does not count it (retrieval/limits.py). The caller is never told: the message is
+    the same."""
+
     http_status = 401
     code = "unauthenticated"
+
+    def __init__(self, message: str, *, known_credential: bool = False) -> None:
+        super().__init__(message)
+        self.known_credential = known_credential
 
 
 class Forbidden(VigilError):
@@ -63,3 +74,15 @@ class IntegrityError(VigilError):
     """Stored bytes do not match what the catalog recorded for them."""
 
     code = "integrity_error"
+
+
+class TooManyRequests(VigilError):
+    """A rate limit is spent (retrieval/limits.py); ``retry_after_s`` says when the
+    window frees (the API sends it as ``Retry-After``)."""
+
+    http_status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

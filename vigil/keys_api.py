@@ -23,7 +23,7 @@ from vigil.settings import get_settings
 router = APIRouter(prefix="/api/v1", tags=["keys"])
 
 _readers = allow(RoleName.ADMIN, RoleName.INVESTIGATOR, RoleName.AUDITOR)
-_admins = allow(RoleName.ADMIN)
+_admins = allow(RoleName.ADMIN, system=True)
 
 
 class RotateIn(BaseModel):

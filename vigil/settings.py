@@ -241,6 +241,14 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append("VIGIL_S3_ENDPOINT is not set")
     check_secret("VIGIL_S3_ACCESS_KEY", settings.s3_access_key)
     check_secret("VIGIL_S3_SECRET_KEY", settings.s3_secret_key)
+    if settings.oidc_issuer and not settings.oidc_audience:
+        # Without an audience, a token the issuer signed for any other client would do.
+        problems.append("VIGIL_OIDC_AUDIENCE is not set (VIGIL_OIDC_ISSUER is)")
+    for name, url in (("VIGIL_OIDC_ISSUER", settings.oidc_issuer),
+                      ("VIGIL_OIDC_JWKS_URL", settings.oidc_jwks_url)):
+        # Keys fetched in clear could be swapped by anyone on the path.
+        if url and not url.lower().startswith("https://"):
+            problems.append(f"{name} must be an https:// URL")
     return problems
 
 

@@ -44,10 +44,12 @@ BEAT_SCHEDULE: Final[dict[str, dict[str, Any]]] = {
     "worm-probe": {"task": "vigil.retention.worm_probe", "schedule": 86_400.0},
     # The audit trail's head is signed, so that truncation is provable (vigil/audit.py).
     "audit-checkpoint": {"task": "vigil.audit.checkpoint", "schedule": 600.0},
+    # Revocations of OIDC tokens that have expired anyway are forgotten (vigil/auth/oidc.py).
+    "prune-revoked-jwts": {"task": "vigil.auth.prune_revoked", "schedule": 3600.0},
 }
 # Modules whose tasks a worker registers at start.
 TASK_MODULES: Final = ["retrieval.tasks", "retention.tasks", "vigil.key_tasks",
-                       "vigil.audit_tasks"]
+                       "vigil.audit_tasks", "vigil.auth.tasks"]
 
 
 def configure(settings: Settings | None = None) -> Celery:

@@ -53,7 +53,7 @@ def upgrade() -> None:
     sa.Column('added_by', sa.BigInteger(), nullable=True),
     sa.Column('added_at', postgresql.TIMESTAMP(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.ForeignKeyConstraint(['added_by'], ['principals.id'], name=op.f('fk_principal_cameras_added_by_principals'), ondelete='RESTRICT'),
-    sa.ForeignKeyConstraint(['camera_id'], ['cameras.id'], name=op.f('fk_principal_cameras_camera_id_cameras'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['camera_id'], ['cameras.id'], name=op.f('fk_principal_cameras_camera_id_cameras'), ondelete='RESTRICT'),
     sa.ForeignKeyConstraint(['principal_id'], ['principals.id'], name=op.f('fk_principal_cameras_principal_id_principals'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('principal_id', 'camera_id', name=op.f('pk_principal_cameras'))
     )

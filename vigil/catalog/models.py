@@ -169,8 +169,10 @@ class PrincipalCamera(Base):
 
     principal_id: Mapped[int] = mapped_column(
         ForeignKey("principals.id", ondelete="CASCADE"), primary_key=True)
+    # RESTRICT: deleting the last camera of a set must not widen the principal's scope
+    # to its whole region (no rows means no camera set).
     camera_id: Mapped[int] = mapped_column(
-        ForeignKey("cameras.id", ondelete="CASCADE"), primary_key=True, index=True)
+        ForeignKey("cameras.id", ondelete="RESTRICT"), primary_key=True, index=True)
     added_by: Mapped[int | None] = mapped_column(
         ForeignKey("principals.id", ondelete="RESTRICT"))
     added_at: Mapped[datetime] = _now()
@@ -753,9 +755,9 @@ class AuditEvent(Base):
 
 class AuditCheckpoint(Base):
     """A signed statement of the audit trail's head (vigil/audit.py): the last event
-    covered, its hash and how many events precede it. A trail that ends before a
-    checkpoint's event, or disagrees with its hash, has been truncated or altered.
-    Append-only."""
+    covered, its hash and how many events there are up to it, itself included. A trail
+    that ends before a checkpoint's event, or disagrees with its hash, has been
+    truncated or altered. Append-only."""
 
     __tablename__ = "audit_checkpoints"
     __table_args__ = (
