@@ -94,10 +94,9 @@ def list_holds(session: SessionDep, principal: Annotated[Principal, Depends(_rea
                released: Annotated[bool, Query()] = False) -> list[HoldOut]:
     """Holds on the cameras of the caller's scope; an investigator sees those of the
     cases they are a member of."""
-    member = principal.id if principal.role == RoleName.INVESTIGATOR else None
     return [_hold_out(h) for h in service.list_holds(
         session=session, case=case, camera=camera, include_released=released,
-        member_id=member, principal=principal)]
+        principal=principal)]
 
 
 @router.post("/cases/{reference}/holds", response_model=HoldOut, status_code=201)

@@ -372,12 +372,11 @@ class HoldView:
 
 
 def list_holds(*, session: Session, case: str | None = None, camera: str | None = None,
-               include_released: bool = False, member_id: int | None = None,
-               hold_id: int | None = None,
+               include_released: bool = False, hold_id: int | None = None,
                principal: Principal | None = None) -> list[HoldView]:
-    """Holds, filtered; with ``member_id``, only those of cases that principal is a
-    member of (what an investigator may see); with ``principal``, only those whose
-    camera and case lie in its scope."""
+    """Holds, filtered; with ``principal``, only those it may see: its scope holds
+    their camera and it may see their case (``cases.may_see``: an investigator, the
+    cases it is a member of)."""
     camera_ids = None if principal is None else reach.visible_camera_ids(session, principal)
     query = """SELECT h.id, k.reference AS case, c.name AS camera, h.start_at, h.end_at,
                       h.reason, h.export_id, h.created_at, h.released_at, h.release_reason
@@ -398,10 +397,6 @@ def list_holds(*, session: Session, case: str | None = None, camera: str | None 
     if camera_ids is not None:
         query += " AND h.camera_id = ANY(:cameras)"
         params["cameras"] = sorted(camera_ids)
-    if member_id is not None:
-        query += """ AND EXISTS (SELECT 1 FROM case_members m
-                                  WHERE m.case_id = h.case_id AND m.principal_id = :member)"""
-        params["member"] = member_id
     rows = session.execute(text(query + " ORDER BY h.id"), params).all()
     if principal is not None and rows:
         seen = {c.reference: cases.may_see(session=session, case=c, principal=principal)

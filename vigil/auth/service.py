@@ -181,8 +181,7 @@ def set_scope(*, session: Session, principal_name: str, actor: str,
                 raise NotFound(f"camera {name!r} does not exist")
             ids.append(camera_id)
         scope.set_cameras(session=session, principal=principal, camera_ids=ids, actor=None)
-    session.flush()
-    scope.forget(session)
+    session.flush()  # scopes are cached per (principal, region); set_cameras forgets
     after = scope.scope_of(session, principal).describe()
     audit.record(session=session, actor=actor, action="principal.scope_set",
                  target_type="principal", target_id=str(principal.id),
